@@ -1,0 +1,1 @@
+"""Attestation: evidence kinds, their verifiers, and the binding between evidence and an engine's key."""

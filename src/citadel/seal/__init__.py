@@ -1,0 +1,1 @@
+"""Sealing: turn a directory tree into a sealed image, and read one back (engine side)."""

@@ -1,0 +1,226 @@
+"""Byte layouts of a sealed image (docs/formats.md is the prose twin of this module).
+
+Engine-safe: stdlib and `cryptography` only, importable on Python 3.9.
+
+An image is a directory: the application's files at their relative paths (encrypted files as
+CITF containers, authenticated and unprotected files as plain copies) plus the protection
+manifest at ``.citadel/manifest`` (a CITM container). The image tag is the SHA-256 of the
+manifest file's bytes; the manifest pins every protected file, so the tag pins the whole tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from citadel.crypto import GCM_TAG_SIZE, KEY_SIZE, derive_key, sha256_hex
+from citadel.errors import ImageError, WrongKey
+
+MANIFEST_PATH = ".citadel/manifest"
+PYTHON_PATH_DIR = ".citadel/python-path"
+DEFAULT_CHUNK_SIZE = 64 * 1024
+
+ENCRYPTED = "encrypted"
+AUTHENTICATED = "authenticated"
+UNPROTECTED = "unprotected"
+REGIONS = (ENCRYPTED, AUTHENTICATED, UNPROTECTED)
+
+# --- CITF: one encrypted file -------------------------------------------------------------------
+# magic, version, 3 reserved zero bytes, file id, chunk size, plaintext size (big-endian)
+FILE_HEADER = struct.Struct(">4sB3x16sIQ")
+FILE_MAGIC = b"CITF"
+FILE_VERSION = 1
+CHUNK_AAD = struct.Struct(">QB")  # chunk index, 1 if this is the last chunk else 0
+
+# --- CITM: the protection manifest --------------------------------------------------------------
+# magic, version, 3 reserved zero bytes, HKDF salt, GCM nonce
+MANIFEST_HEADER = struct.Struct(">4sB3x16s12s")
+MANIFEST_MAGIC = b"CITM"
+MANIFEST_VERSION = 1
+MANIFEST_KEY_LABEL = "citadel/v1/image-manifest"
+MANIFEST_FORMAT = "citadel-manifest"
+
+
+def chunk_count(size: int, chunk_size: int) -> int:
+    """Every file has at least one chunk, so an emptied file still carries an authenticated end."""
+    return max(1, -(-size // chunk_size))
+
+
+def chunk_nonce(index: int) -> bytes:
+    # Each file has its own random key, never reused for other content, so the chunk index is a
+    # unique nonce under it.
+    return index.to_bytes(12, "big")
+
+
+def encrypt_chunks(
+    key: bytes, file_id: bytes, size: int, chunks: Iterator[bytes], chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Iterator[bytes]:
+    """Yield a CITF container piece by piece: header, then each sealed chunk.
+
+    ``chunks`` must yield the plaintext in pieces of exactly ``chunk_size`` bytes (the last may
+    be shorter, and an empty file yields one empty piece), adding up to ``size``.
+    """
+    header = FILE_HEADER.pack(FILE_MAGIC, FILE_VERSION, file_id, chunk_size, size)
+    yield header
+    aead = AESGCM(key)
+    total = chunk_count(size, chunk_size)
+    seen = 0
+    for index, plain in enumerate(chunks):
+        if index >= total:
+            raise ValueError("more plaintext than the declared size")
+        last = index == total - 1
+        seen += len(plain)
+        yield aead.encrypt(chunk_nonce(index), plain, header + CHUNK_AAD.pack(index, last))
+    if seen != size:
+        raise ValueError("plaintext does not add up to the declared size")
+
+
+def decrypt_file(data: bytes, key: bytes, file_id: bytes, size: int) -> bytes:
+    """Open a whole CITF container; raises ValueError naming what is wrong (the caller names the path)."""
+    if len(data) < FILE_HEADER.size:
+        raise ValueError("is shorter than its header")
+    header = data[: FILE_HEADER.size]
+    magic, version, found_id, chunk_size, found_size = FILE_HEADER.unpack(header)
+    if magic != FILE_MAGIC or version != FILE_VERSION:
+        raise ValueError("is not an encrypted Citadel file (bad magic or version)")
+    if found_id != file_id or found_size != size or chunk_size <= 0:
+        raise ValueError("has a header that does not match the manifest")
+    total = chunk_count(size, chunk_size)
+    expected_len = FILE_HEADER.size + size + total * GCM_TAG_SIZE
+    if len(data) != expected_len:
+        raise ValueError("has the wrong length (truncated or extended)")
+    aead = AESGCM(key)
+    out = bytearray()
+    pos = FILE_HEADER.size
+    for index in range(total):
+        plain_len = min(chunk_size, size - index * chunk_size)
+        sealed = data[pos : pos + plain_len + GCM_TAG_SIZE]
+        pos += len(sealed)
+        try:
+            out += aead.decrypt(chunk_nonce(index), sealed, header + CHUNK_AAD.pack(index, index == total - 1))
+        except InvalidTag:
+            raise ValueError(f"failed authentication in chunk {index}") from None
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """What the manifest records for one protected file."""
+
+    path: str
+    region: str
+    size: int
+    sha256: str = ""  # plaintext digest (authenticated files)
+    file_id: bytes = b""  # CITF file id (encrypted files)
+    key: bytes = field(default=b"", repr=False)  # per-file content key (encrypted files)
+
+    def to_json(self) -> dict:
+        doc: dict = {"region": self.region, "size": self.size}
+        if self.region == ENCRYPTED:
+            doc["file_id"] = self.file_id.hex()
+            doc["key"] = self.key.hex()
+        else:
+            doc["sha256"] = self.sha256
+        return doc
+
+    @classmethod
+    def from_json(cls, path: str, doc: dict) -> FileEntry:
+        region = doc["region"]
+        if region == ENCRYPTED:
+            return cls(path, region, int(doc["size"]), file_id=bytes.fromhex(doc["file_id"]),
+                       key=bytes.fromhex(doc["key"]))
+        if region == AUTHENTICATED:
+            return cls(path, region, int(doc["size"]), sha256=str(doc["sha256"]))
+        raise ValueError(f"unknown region {region!r}")
+
+
+@dataclass
+class Manifest:
+    """The protection manifest (FSPF): every protected file, the unprotected patterns, the python path."""
+
+    files: dict[str, FileEntry]
+    unprotected: list[str] = field(default_factory=list)
+    python_path: list[str] = field(default_factory=list)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    created_by: str = ""
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "created_by": self.created_by,
+            "chunk_size": self.chunk_size,
+            "python_path": self.python_path,
+            "unprotected": self.unprotected,
+            "files": {p: e.to_json() for p, e in sorted(self.files.items())},
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Manifest:
+        try:
+            doc = json.loads(raw)
+            if doc.get("format") != MANIFEST_FORMAT or doc.get("version") != MANIFEST_VERSION:
+                raise ValueError("unknown manifest format or version")
+            files = {p: FileEntry.from_json(p, e) for p, e in doc["files"].items()}
+            return cls(files=files, unprotected=list(doc["unprotected"]),
+                       python_path=list(doc["python_path"]), chunk_size=int(doc["chunk_size"]),
+                       created_by=str(doc.get("created_by", "")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ImageError(f"the image manifest is malformed ({exc})",
+                             "re-seal the application with this version of citadel") from None
+
+
+def seal_manifest(manifest: Manifest, image_key: bytes) -> bytes:
+    """The CITM container: header, then AES-256-GCM of the manifest JSON under an HKDF-derived key."""
+    if len(image_key) != KEY_SIZE:
+        raise ValueError("image key must be 32 bytes")
+    salt, nonce = os.urandom(16), os.urandom(12)
+    header = MANIFEST_HEADER.pack(MANIFEST_MAGIC, MANIFEST_VERSION, salt, nonce)
+    key = derive_key(image_key, salt=salt, label=MANIFEST_KEY_LABEL)
+    return header + AESGCM(key).encrypt(nonce, manifest.to_bytes(), header)
+
+
+def open_manifest(sealed: bytes, image_key: bytes) -> Manifest:
+    """Decrypt and parse a CITM container; any failure to decrypt is one opaque WrongKey."""
+    if len(sealed) < MANIFEST_HEADER.size + GCM_TAG_SIZE:
+        raise ImageError("the image manifest is truncated", "copy the whole image again")
+    header = sealed[: MANIFEST_HEADER.size]
+    magic, version, salt, nonce = MANIFEST_HEADER.unpack(header)
+    if magic != MANIFEST_MAGIC:
+        raise ImageError("this is not a Citadel image manifest (bad magic)", "check the --image path")
+    if version != MANIFEST_VERSION:
+        raise ImageError(f"image manifest version {version} is not supported",
+                         "re-seal the application with this version of citadel")
+    if len(image_key) != KEY_SIZE:
+        raise WrongKey("the image key must be 32 bytes (64 hex digits)", "check the key file")
+    key = derive_key(image_key, salt=salt, label=MANIFEST_KEY_LABEL)
+    try:
+        raw = AESGCM(key).decrypt(nonce, sealed[MANIFEST_HEADER.size :], header)
+    except InvalidTag:
+        raise WrongKey("the key does not open this image, or its manifest was changed",
+                       "use the key printed when this image was sealed") from None
+    return Manifest.from_bytes(raw)
+
+
+def image_tag(sealed_manifest: bytes) -> str:
+    """The tag a policy pins: SHA-256 of the manifest container."""
+    return sha256_hex(sealed_manifest)
+
+
+def parse_key(text: str) -> bytes:
+    """An image key as written by `citadel seal`: 64 hex digits (surrounding space ignored)."""
+    cleaned = text.strip()
+    try:
+        key = bytes.fromhex(cleaned)
+    except ValueError:
+        key = b""
+    if len(key) != KEY_SIZE:
+        raise WrongKey("the image key is not 64 hex digits", "pass the key file written by `citadel seal --key-out`")
+    return key
