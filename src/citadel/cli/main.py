@@ -26,6 +26,7 @@ COMMANDS = {
     "cas": ("citadel.cli.cmd_cas", "run and operate a Configuration and Attestation Service"),
     "session": ("citadel.cli.cmd_session", "create, update and inspect policies (sessions) on a CAS"),
     "platform": ("citadel.cli.cmd_platform", "register simulation-mode platforms with a CAS"),
+    "volume": ("citadel.cli.cmd_volume", "create, inspect, import into and export from encrypted volumes"),
     "doctor": ("citadel.cli.cmd_doctor", "check this machine: interpreter, TEE devices, settings"),
 }
 

@@ -1,0 +1,55 @@
+"""Flags shared by the commands that start the engine (run, python, measure).
+
+Each flag is the command-line twin of a CITADEL_* setting; a flag wins over the environment.
+The engine itself validates the values, so the messages are the same whichever way they came.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Dict, Optional
+
+from citadel.launch.launcher import settings_from_environment
+
+# (flag, setting, help)
+ENGINE_FLAGS = (
+    ("--mode", "CITADEL_MODE", "hw, sim or auto (default auto: hw where a TEE is found, else sim with a warning)"),
+    ("--heap", "CITADEL_HEAP", "heap limit with K/M/G suffix, e.g. 256M (enforced)"),
+    ("--stack", "CITADEL_STACK", "stack size for threads with K/M/G suffix, e.g. 8M"),
+    ("--allow-dlopen", "CITADEL_ALLOW_DLOPEN",
+     "1 = allow loading unprotected libraries (debug only; warns; changes the measurement)"),
+    ("--log", "CITADEL_LOG", "engine log level: error, warning, info or debug"),
+)
+
+SETTINGS_HELP = """\
+settings (environment variables; the flags above override them):
+  CITADEL_MODE          hw | sim | auto
+  CITADEL_HEAP          heap limit, e.g. 256M
+  CITADEL_STACK         thread stack size, e.g. 8M
+  CITADEL_ALLOW_DLOPEN  1 to allow unprotected libraries (debug; part of the measurement)
+  CITADEL_VERSION=1     print every setting, the mode, the measurement and the image tag on stderr
+  CITADEL_HASH=1        print the engine measurement and exit
+  CITADEL_LOG           error | warning | info | debug
+"""
+
+
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine settings")
+    for flag, _setting, help_text in ENGINE_FLAGS:
+        group.add_argument(flag, metavar=flag.lstrip("-").split("-")[0].upper(), help=help_text)
+
+
+def engine_settings(args: argparse.Namespace, extra: Optional[Dict[str, Optional[str]]] = None) -> Dict[str, str]:
+    overrides: Dict[str, Optional[str]] = {
+        setting: getattr(args, flag.lstrip("-").replace("-", "_"), None) for flag, setting, _ in ENGINE_FLAGS
+    }
+    overrides.update(extra or {})
+    return settings_from_environment(os.environ, overrides)
+
+
+def add_image_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--image", required=required, metavar="IMAGE", help="the sealed image directory")
+    parser.add_argument("--key-file", metavar="KEY", help="file holding the image key (64 hex digits)")
+    parser.add_argument("--tag", metavar="TAG", help="refuse the image unless its tag is this (hex)")
+    parser.add_argument("--cwd", metavar="DIR", help="working directory of the program (default: the current one)")

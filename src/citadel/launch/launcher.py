@@ -1,0 +1,115 @@
+"""Start the engine as an isolated interpreter and hand it its job through a pipe.
+
+The job (image, key, program) travels as a JSON launch request through a pipe whose read end
+the engine inherits (CITADEL_LAUNCH_FD), so the key never appears in argv or the environment
+(docs/engine.md). The engine reports its own errors; the launcher only explains signals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional
+
+from citadel.engine.command import engine_command, engine_environment
+from citadel.launch.advice import advice_for, exit_status
+
+LAUNCH_REQUEST_VERSION = 1
+
+
+@dataclass
+class LaunchJob:
+    """What the engine should run. Without an image only the trusted base is available."""
+
+    argv: List[str] = field(default_factory=list)  # script and its arguments
+    module: Optional[str] = None  # run like `python -m module`
+    interactive: bool = False
+    image: Optional[str] = None
+    key: Optional[bytes] = None
+    expected_tag: Optional[str] = None
+    cwd: str = field(default_factory=os.getcwd)
+    cas: Optional[Dict[str, str]] = None  # filled by the CAS flow (issue 3)
+
+    def request(self) -> bytes:
+        doc = {
+            "version": LAUNCH_REQUEST_VERSION,
+            "image": os.path.abspath(self.image) if self.image else None,
+            "key": self.key.hex() if self.key else None,
+            "expected_tag": self.expected_tag,
+            "argv": list(self.argv),
+            "module": self.module,
+            "interactive": self.interactive,
+            "cwd": os.path.abspath(self.cwd),
+        }
+        if self.cas is not None:
+            doc["cas"] = self.cas
+        return json.dumps(doc).encode()
+
+
+def launch(job: LaunchJob, settings: Mapping[str, str], *, python: Optional[str] = None) -> int:
+    """Run the engine to completion; return the exit status to give the user."""
+    return run_engine(job, settings, python=python).status
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    status: int  # what citadel should exit with
+    stdout: Optional[bytes]  # the engine's output, when captured
+
+
+def run_engine(job: LaunchJob, settings: Mapping[str, str], *, python: Optional[str] = None,
+               capture: bool = False) -> EngineResult:
+    """Start the engine, give it its job, wait, and explain a violent end."""
+    read_end, write_end = os.pipe()
+    env = engine_environment(settings)
+    env["CITADEL_LAUNCH_FD"] = str(read_end)
+    payload = job.request()
+    try:
+        proc = subprocess.Popen(engine_command(python), env=env, pass_fds=(read_end,), cwd=job.cwd,
+                                stdout=subprocess.PIPE if capture else None)
+    except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
+        from citadel.errors import EngineError
+
+        raise EngineError(f"cannot start the engine interpreter: {exc.strerror}",
+                          "check that Python is installed where citadel was installed from") from None
+    os.close(read_end)
+    try:
+        _write_all(write_end, payload)
+    finally:
+        os.close(write_end)
+    # The terminal delivers Ctrl-C to the engine too; the launcher waits for it to finish.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        output = proc.communicate()[0] if capture else None
+        returncode = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    advice = advice_for(returncode)
+    if advice is not None:
+        print(advice.render(), file=sys.stderr)
+    return EngineResult(exit_status(returncode), output)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BrokenPipeError:
+            return  # the engine exited before reading its job; its exit status tells why
+        view = view[written:]
+
+
+def settings_from_environment(environ: Mapping[str, str], overrides: Mapping[str, Optional[str]]) -> Dict[str, str]:
+    """CITADEL_* settings from the host environment, with command-line flags taking precedence."""
+    settings = {k: v for k, v in environ.items() if k.startswith("CITADEL_") and k != "CITADEL_LAUNCH_FD"}
+    for key, value in overrides.items():
+        if value is not None:
+            settings[key] = value
+    return settings
