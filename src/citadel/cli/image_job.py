@@ -20,7 +20,7 @@ def job_from_args(args: argparse.Namespace) -> LaunchJob:
                              "pass the directory written by `citadel seal -o IMAGE`")
         if not args.key_file:
             raise UsageError("--image needs --key-file KEY",
-                             "pass the key file written by `citadel seal --key-out` (or, with a CAS, see issue docs)")
+                             "pass the key file written by `citadel seal --key-out` (or run with a CAS session)")
         job.image = args.image
         job.key = parse_key(_read_key_file(args.key_file))
         job.expected_tag = args.tag

@@ -142,13 +142,25 @@ class FileEntry:
 
 @dataclass
 class Manifest:
-    """The protection manifest (FSPF): every protected file, the unprotected patterns, the python path."""
+    """The protection manifest (FSPF): every protected file, the region rules, the python path."""
 
     files: dict[str, FileEntry]
-    unprotected: list[str] = field(default_factory=list)
+    # The sealer's ordered (pattern, region) rules, last match wins: a path the manifest does not
+    # list is acceptable only if these rules put it in the unprotected region.
+    rules: list[tuple[str, str]] = field(default_factory=list)
     python_path: list[str] = field(default_factory=list)
     chunk_size: int = DEFAULT_CHUNK_SIZE
     created_by: str = ""
+
+    @property
+    def unprotected(self) -> list[str]:
+        """The patterns of the unprotected rules (for display; region checks use all rules)."""
+        return [pattern for pattern, region in self.rules if region == UNPROTECTED]
+
+    def is_unprotected(self, relpath: str) -> bool:
+        from citadel.seal.regions import region_for
+
+        return region_for(relpath, self.rules) == UNPROTECTED
 
     def to_bytes(self) -> bytes:
         doc = {
@@ -157,7 +169,7 @@ class Manifest:
             "created_by": self.created_by,
             "chunk_size": self.chunk_size,
             "python_path": self.python_path,
-            "unprotected": self.unprotected,
+            "rules": [[pattern, region] for pattern, region in self.rules],
             "files": {p: e.to_json() for p, e in sorted(self.files.items())},
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
@@ -169,7 +181,10 @@ class Manifest:
             if doc.get("format") != MANIFEST_FORMAT or doc.get("version") != MANIFEST_VERSION:
                 raise ValueError("unknown manifest format or version")
             files = {p: FileEntry.from_json(p, e) for p, e in doc["files"].items()}
-            return cls(files=files, unprotected=list(doc["unprotected"]),
+            rules = [(str(pattern), str(region)) for pattern, region in doc["rules"]]
+            if any(region not in REGIONS for _, region in rules):
+                raise ValueError("unknown region in rules")
+            return cls(files=files, rules=rules,
                        python_path=list(doc["python_path"]), chunk_size=int(doc["chunk_size"]),
                        created_by=str(doc.get("created_by", "")))
         except (ValueError, KeyError, TypeError) as exc:

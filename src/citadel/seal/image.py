@@ -24,7 +24,6 @@ from citadel.seal.format import (
     image_tag,
     open_manifest,
 )
-from citadel.seal.regions import is_unprotected
 
 
 class SealedImage:
@@ -70,7 +69,7 @@ class SealedImage:
                     continue
                 if rel in self.manifest.files:
                     present.add(rel)
-                elif not is_unprotected(rel, self.manifest.unprotected):
+                elif not self.manifest.is_unprotected(rel):
                     raise TamperedImage(rel, "is not in the image's manifest (a file was added)")
         for rel in self.manifest.files:
             if rel not in present:
@@ -98,7 +97,7 @@ class SealedImage:
         entry = self.manifest.files.get(relpath)
         if entry is not None:
             return entry.region
-        if is_unprotected(relpath, self.manifest.unprotected):
+        if self.manifest.is_unprotected(relpath):
             return UNPROTECTED
         return None
 
