@@ -22,7 +22,9 @@ class VerifiedEvidence:
     report_data: bytes  # the bytes the TEE bound into the evidence (64 for sgx/tdx/snp)
     measurements: Dict[str, str]  # named reference values, hex or decimal strings (e.g. mrenclave, mrtd, pcr16)
     debug: bool  # the TEE allows a debugger (or the kind cannot rule it out)
-    tcb_status: str = "n/a"  # UpToDate, SWHardeningNeeded, ConfigurationNeeded, OutOfDate, Revoked, n/a
+    # UpToDate, SWHardeningNeeded, ConfigurationNeeded, ConfigurationAndSWHardeningNeeded, OutOfDate,
+    # OutOfDateConfigurationNeeded, Revoked, or n/a (not evaluated)
+    tcb_status: str = "n/a"
     advisory_ids: Tuple[str, ...] = ()
     platform: str = ""  # which machine or key produced it (chip id, FMSPC, AK or platform key fingerprint)
     details: Dict[str, Any] = field(default_factory=dict)  # everything else worth printing
