@@ -10,11 +10,12 @@ manifest file's bytes; the manifest pins every protected file, so the tag pins t
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import BinaryIO, Iterator, Optional
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -83,30 +84,48 @@ def encrypt_chunks(
 
 def decrypt_file(data: bytes, key: bytes, file_id: bytes, size: int) -> bytes:
     """Open a whole CITF container; raises ValueError naming what is wrong (the caller names the path)."""
-    if len(data) < FILE_HEADER.size:
+    return b"".join(iter_decrypt(io.BytesIO(data), key, file_id, size))
+
+
+def iter_decrypt(source: BinaryIO, key: bytes, file_id: bytes, size: int) -> Iterator[bytes]:
+    """Yield the verified plaintext of a CITF container chunk by chunk, reading ``source`` as it goes.
+
+    Each chunk is authenticated before it is yielded; a chunk that fails, a header that does not
+    match the manifest's entry, or a container that is cut short or runs on raises ValueError.
+    """
+    header = _read_exact(source, FILE_HEADER.size)
+    if header is None:
         raise ValueError("is shorter than its header")
-    header = data[: FILE_HEADER.size]
     magic, version, found_id, chunk_size, found_size = FILE_HEADER.unpack(header)
     if magic != FILE_MAGIC or version != FILE_VERSION:
         raise ValueError("is not an encrypted Citadel file (bad magic or version)")
     if found_id != file_id or found_size != size or chunk_size <= 0:
         raise ValueError("has a header that does not match the manifest")
     total = chunk_count(size, chunk_size)
-    expected_len = FILE_HEADER.size + size + total * GCM_TAG_SIZE
-    if len(data) != expected_len:
-        raise ValueError("has the wrong length (truncated or extended)")
     aead = AESGCM(key)
-    out = bytearray()
-    pos = FILE_HEADER.size
     for index in range(total):
-        plain_len = min(chunk_size, size - index * chunk_size)
-        sealed = data[pos : pos + plain_len + GCM_TAG_SIZE]
-        pos += len(sealed)
+        sealed = _read_exact(source, min(chunk_size, size - index * chunk_size) + GCM_TAG_SIZE)
+        if sealed is None:
+            raise ValueError("has the wrong length (truncated or extended)")
         try:
-            out += aead.decrypt(chunk_nonce(index), sealed, header + CHUNK_AAD.pack(index, index == total - 1))
+            yield aead.decrypt(chunk_nonce(index), sealed, header + CHUNK_AAD.pack(index, index == total - 1))
         except InvalidTag:
             raise ValueError(f"failed authentication in chunk {index}") from None
-    return bytes(out)
+    if source.read(1):
+        raise ValueError("has the wrong length (truncated or extended)")
+
+
+def _read_exact(source: BinaryIO, count: int) -> Optional[bytes]:
+    """Exactly ``count`` bytes from ``source``, or None if it ends first."""
+    parts = []
+    remaining = count
+    while remaining > 0:
+        piece = source.read(remaining)
+        if not piece:
+            return None
+        parts.append(piece)
+        remaining -= len(piece)
+    return b"".join(parts) if len(parts) != 1 else parts[0]
 
 
 @dataclass(frozen=True)
