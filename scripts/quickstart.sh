@@ -11,7 +11,7 @@ if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
 fi
 if [ ! -x .venv/bin/citadel ]; then "$PY" -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e .
+.venv/bin/python -m pip install -q .
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -21,8 +22,14 @@ def citadel_cmd() -> list[str]:
     return [sys.executable, "-m", "citadel.cli.main"]
 
 
+# The engine caches its manifest; tests use a private cache so edits to the engine's files while
+# developing never meet a stale cache in ~/.cache (the engine would rightly refuse to start).
+_TEST_CACHE = os.environ.setdefault("CITADEL_CACHE_DIR", tempfile.mkdtemp(prefix="citadel-test-cache-"))
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CITADEL_", "PYTHON"))}
+    env["CITADEL_CACHE_DIR"] = _TEST_CACHE
     env.update(extra)
     return env
 

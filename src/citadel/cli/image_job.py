@@ -7,7 +7,7 @@ import os
 
 from citadel.errors import UsageError
 from citadel.launch.launcher import LaunchJob
-from citadel.seal.format import parse_key
+from citadel.seal.keytext import parse_key
 
 
 def job_from_args(args: argparse.Namespace) -> LaunchJob:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from citadel.crypto import GCM_TAG_SIZE, KEY_SIZE, derive_key, sha256_hex
 from citadel.errors import ImageError, WrongKey
+from citadel.seal.keytext import parse_key  # noqa: F401  (re-exported: the key's text form)
 
 MANIFEST_PATH = ".citadel/manifest"
 PYTHON_PATH_DIR = ".citadel/python-path"
@@ -246,15 +247,3 @@ def open_manifest(sealed: bytes, image_key: bytes) -> Manifest:
 def image_tag(sealed_manifest: bytes) -> str:
     """The tag a policy pins: SHA-256 of the manifest container."""
     return sha256_hex(sealed_manifest)
-
-
-def parse_key(text: str) -> bytes:
-    """An image key as written by `citadel seal`: 64 hex digits (surrounding space ignored)."""
-    cleaned = text.strip()
-    try:
-        key = bytes.fromhex(cleaned)
-    except ValueError:
-        key = b""
-    if len(key) != KEY_SIZE:
-        raise WrongKey("the image key is not 64 hex digits", "pass the key file written by `citadel seal --key-out`")
-    return key

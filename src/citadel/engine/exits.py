@@ -1,0 +1,47 @@
+"""The engine's exit statuses (docs/engine.md). A program's own status passes through unchanged.
+
+The engine's own statuses are 64 and above, after BSD's sysexits.h where one fits, so scripts
+can tell an engine failure from the program's own ``sys.exit(n)`` with a small n. Engine-safe.
+"""
+
+from __future__ import annotations
+
+from citadel.errors import (
+    CitadelError,
+    ImageError,
+    SealedFileReadOnly,
+    UsageError,
+    VerificationError,
+)
+
+EXIT_OK = 0
+EXIT_PROGRAM_ERROR = 1  # the program raised an uncaught exception (traceback printed), as python does
+EXIT_USAGE = 64  # a setting or the launch request is not valid
+EXIT_IMAGE = 65  # the image cannot be used: wrong key, tampered, not an image, script not sealed
+EXIT_NO_TEE = 69  # CITADEL_MODE=hw and no TEE was found
+EXIT_ENGINE = 70  # the engine cannot start: its own files differ from the measurement, ...
+EXIT_HEAP = 71  # the program ran out of heap (MemoryError)
+EXIT_SEALED_WRITE = 73  # the program tried to change a sealed file, and did not catch the refusal
+EXIT_VERIFICATION = 76  # evidence or a certificate did not verify
+EXIT_REFUSED = 77  # the guard refused an operation (a library, a program) and the program did not catch it
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+def exit_code_for(exc: CitadelError) -> int:
+    """The status for an engine error (the class decides; see the table above)."""
+    from citadel.engine.guard import GuardRefusal
+    from citadel.engine.tee import NoTrustedHardware
+
+    if isinstance(exc, UsageError):
+        return EXIT_USAGE
+    if isinstance(exc, ImageError):
+        return EXIT_IMAGE
+    if isinstance(exc, NoTrustedHardware):
+        return EXIT_NO_TEE
+    if isinstance(exc, GuardRefusal):
+        return EXIT_REFUSED
+    if isinstance(exc, SealedFileReadOnly):
+        return EXIT_SEALED_WRITE
+    if isinstance(exc, VerificationError):
+        return EXIT_VERIFICATION
+    return EXIT_ENGINE

@@ -1,0 +1,216 @@
+"""Process hardening: not dumpable, no core files, bounded heap and stacks, no new programs.
+
+Applied once, before the engine reads its key:
+
+- ``prctl(PR_SET_DUMPABLE, 0)``: no core dumps, and other processes of the same user cannot
+  ptrace it or read its memory through /proc (root still can: see the simulation notice).
+- ``RLIMIT_CORE = 0``: belt and braces for core files.
+- ``CITADEL_HEAP`` -> ``RLIMIT_DATA`` (soft and hard). RLIMIT_DATA counts private writable memory
+  (the Python heap, C allocations, thread stacks) and, unlike RLIMIT_AS, not the address space that
+  glibc reserves per thread arena or file mappings, so threaded programs get what they ask for.
+- ``CITADEL_STACK`` -> the stack size of new threads, and the main thread's RLIMIT_STACK.
+- a seccomp filter that makes execve/execveat fail with EPERM, under the audit-hook guard that
+  explains the refusal: even code that calls libc directly cannot start another program.
+
+Engine-safe: stdlib only, Python 3.9, Linux.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+from citadel.engine.settings import Settings, format_size
+from citadel.errors import UsageError
+
+MYPY = False
+if MYPY:  # typing costs start-up time; only the type checker needs it
+    from typing import Any, Callable, Optional
+
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP = 22
+PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_MODE_FILTER = 2
+
+# Classic BPF, as <linux/filter.h> and <linux/seccomp.h> define it.
+SOCK_FILTER = struct.Struct("HBBI")  # code, jump if true, jump if false, k
+BPF_LD_W_ABS = 0x20
+BPF_JEQ_K = 0x15
+BPF_JGE_K = 0x35
+BPF_RET_K = 0x06
+SECCOMP_RET_ALLOW = 0x7FFF0000
+SECCOMP_RET_ERRNO = 0x00050000
+EPERM = 1
+SECCOMP_DATA_NR = 0
+SECCOMP_DATA_ARCH = 4
+X32_SYSCALL_BIT = 0x40000000
+# machine -> (AUDIT_ARCH_*, execve, execveat)
+EXEC_SYSCALLS = {
+    "x86_64": (0xC000003E, 59, 322),
+    "aarch64": (0xC00000B7, 221, 281),
+}
+
+
+def apply(settings: Settings, *, note: Optional[Callable[[str], None]] = None) -> None:
+    """Harden this process as the module docstring says. ``note`` receives non-fatal shortfalls."""
+    import resource
+
+    _prctl(PR_SET_DUMPABLE, 0)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if settings.heap is not None:
+        limit_heap(settings.heap)
+    if settings.stack is not None:
+        limit_stack(settings.stack)
+    try:
+        forbid_exec()
+    except OSError as exc:
+        if note is not None:
+            note(f"the kernel refused the exec filter ({exc.strerror}); the audit-hook guard still refuses "
+                 "to start programs")
+
+
+def limit_heap(size: int) -> None:
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY and size > hard:
+        raise UsageError(f"CITADEL_HEAP={format_size(size)} is above this machine's data limit "
+                         f"({format_size(hard)}, see `ulimit -d`)", "lower CITADEL_HEAP or raise the limit")
+    used = data_in_use()
+    if used is not None and used >= size:
+        raise UsageError(f"CITADEL_HEAP={format_size(size)} is less than the engine already uses "
+                         f"({used >> 20} MiB)", "raise CITADEL_HEAP, e.g. CITADEL_HEAP=256M")
+    resource.setrlimit(resource.RLIMIT_DATA, (size, size))
+
+
+def limit_stack(size: int) -> None:
+    import _thread
+    import resource
+
+    try:
+        _thread.stack_size(size)
+    except ValueError:
+        raise UsageError(f"CITADEL_STACK={format_size(size)} is not a stack size this system accepts",
+                         "use a multiple of 4K between 64K and 1G, e.g. CITADEL_STACK=8M") from None
+    _soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if hard == resource.RLIM_INFINITY or size <= hard:
+        resource.setrlimit(resource.RLIMIT_STACK, (size, hard))
+
+
+def data_in_use() -> Optional[int]:
+    """Bytes of private writable memory in use (VmData), what RLIMIT_DATA is compared with."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def is_dumpable() -> bool:
+    return _prctl(PR_GET_DUMPABLE, 0) != 0
+
+
+def exec_filter(machine: str) -> bytes:
+    """The seccomp program: execve/execveat -> EPERM; a foreign ABI (x32, i386) -> EPERM; else allow."""
+    arch, execve, execveat = EXEC_SYSCALLS[machine]
+    deny = SECCOMP_RET_ERRNO | EPERM
+    program = [
+        (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH),
+        (BPF_JEQ_K, 1, 0, arch),
+        (BPF_RET_K, 0, 0, deny),
+        (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_NR),
+        (BPF_JGE_K, 3, 0, X32_SYSCALL_BIT),
+        (BPF_JEQ_K, 2, 0, execve),
+        (BPF_JEQ_K, 1, 0, execveat),
+        (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+        (BPF_RET_K, 0, 0, deny),
+    ]
+    return b"".join(SOCK_FILTER.pack(*instruction) for instruction in program)
+
+
+def forbid_exec() -> None:
+    """Install the exec filter for this thread and every process and thread it creates later."""
+    import _ctypes
+
+    machine = os.uname().machine
+    if machine not in EXEC_SYSCALLS:
+        raise OSError(0, f"no exec filter for {machine}")
+    code = exec_filter(machine)
+    program = _buffer(code)
+    fprog = _buffer(SOCK_FPROG.pack(len(code) // SOCK_FILTER.size, _ctypes.addressof(program)))
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, _ctypes.addressof(fprog))
+
+
+# prctl(2) through _ctypes itself on CPython: the ctypes package costs ~2 ms of start-up and adds
+# nothing here. Other interpreters (PyPy's _ctypes is a different implementation) use ctypes.
+SOCK_FPROG = struct.Struct("=H6xQ")  # struct sock_fprog on LP64: unsigned short len, pad, filter pointer
+_RAW = sys.implementation.name == "cpython"
+_prctl_function: Any = None
+
+
+def _buffer(data: bytes) -> Any:
+    """A C buffer holding ``data`` (what ctypes.create_string_buffer makes), kept alive by the caller."""
+    if not _RAW:
+        import ctypes
+
+        return ctypes.create_string_buffer(data, len(data))
+    import _ctypes
+
+    class Char(_ctypes._SimpleCData):
+        _type_ = "c"
+
+    class Buffer(_ctypes.Array):
+        _type_ = Char
+        _length_ = len(data)
+
+    return Buffer.from_buffer_copy(data)
+
+
+def _prctl_via_ctypes() -> Any:
+    import ctypes
+
+    function = ctypes.CDLL(None, use_errno=True).prctl
+    function.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _prctl_via_raw_ctypes() -> Any:
+    import _ctypes
+
+    class Int(_ctypes._SimpleCData):
+        _type_ = "i"
+
+    class ULong(_ctypes._SimpleCData):
+        _type_ = "L"
+
+    class Function(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = Int
+
+    class Libc:
+        _handle = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]
+
+    function = Function(("prctl", Libc()))  # type: ignore[arg-type]
+    function.argtypes = (Int, ULong, ULong, ULong, ULong)
+    return function
+
+
+def _prctl(option: int, arg2: int, arg3: int = 0) -> int:
+    """prctl(2) through libc; raises OSError with the errno on failure."""
+    global _prctl_function
+    import _ctypes
+
+    if _prctl_function is None:
+        _prctl_function = _prctl_via_raw_ctypes() if _RAW else _prctl_via_ctypes()
+    result = int(_prctl_function(option, arg2, arg3, 0, 0))
+    if result < 0:
+        err = _ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result

@@ -1,0 +1,163 @@
+"""The engine's main sequence, after boot.py put the verifying importer in place.
+
+settings -> mode (TEE detection) -> hardening -> measurement -> CITADEL_HASH / CITADEL_VERSION
+-> launch request -> image -> shields (guard, sealed importer, file shield) -> the program.
+Every engine error ends here as two lines (cause, remedy) and an exit status from
+`citadel.engine.exits`; the program's own status passes through. Engine-safe, Python 3.9.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from citadel import __version__
+from citadel.engine import exits, log, tee
+from citadel.engine.measure import compute_measurement, measured_settings
+from citadel.engine.settings import Settings, parse_settings
+from citadel.engine.trusted_base import TrustedBase
+from citadel.errors import CitadelError, EngineError
+
+MYPY = False
+if MYPY:  # typing costs start-up time; only the type checker needs it
+    from typing import Optional
+
+    from citadel.engine.request import LaunchRequest
+    from citadel.seal.image import SealedImage
+
+
+_started = 0.0
+
+
+def run(base: TrustedBase, *, started: float = 0.0) -> int:
+    """Run the engine to the end; returns the exit status (boot.py exits with it).
+
+    ``started`` is boot.py's time.perf_counter() at its first line (for CITADEL_LOG=debug timings).
+    """
+    global _started
+    _started = started or time.perf_counter()
+    settings: Optional[Settings] = None
+    try:
+        settings = parse_settings(os.environ)
+        return _run(base, settings)
+    except CitadelError as exc:
+        _report(exc.diagnostics())
+        return exits.exit_code_for(exc)
+    except MemoryError:
+        heap = settings.heap if settings is not None else None
+        _report("citadel: error: the engine ran out of heap while starting"
+                + (f"\ncitadel: hint: raise CITADEL_HEAP (now {heap >> 20}M)" if heap else ""))
+        return exits.EXIT_HEAP
+
+
+def _run(base: TrustedBase, settings: Settings) -> int:
+    log.configure(settings.log)
+    _phase("boot and trusted base verified")
+    for name in settings.unknown:
+        log.warning(f"{name} is not a Citadel setting; it is ignored")
+    probes = tee.probe(settings.tee_root)
+    if settings.hash_only:
+        mode = tee.decide_mode_for_hash(settings.mode, probes)
+        base.verify_all()
+        print(measurement_for(base, mode, settings))
+        return exits.EXIT_OK
+    decision = tee.decide_mode(settings.mode, probes)
+    if decision.warning:
+        log.warning(decision.warning)
+    if decision.mode == "hw":
+        base.set_strict()
+
+    from citadel.engine import hardening
+
+    hardening.apply(settings, note=log.info)
+    _phase("hardened")
+    measurement = measurement_for(base, decision.mode, settings)
+    if settings.version:
+        _print_version(settings, decision, measurement, base)
+
+    from citadel.engine.request import read_request
+
+    request = read_request(os.environ)
+    os.environ.pop("CITADEL_LAUNCH_FD", None)
+    _phase("launch request read")
+    image = _open_image(request) if request.image is not None else None
+    _phase("image opened")
+    if settings.version:
+        _report(f"citadel: image: {image.tag} ({image.root})" if image is not None else "citadel: image: none")
+    if request.cwd is not None:
+        try:
+            os.chdir(request.cwd)
+        except OSError as exc:
+            raise EngineError(f"cannot change to the directory {request.cwd}: {exc.strerror}",
+                              "run citadel from a directory that exists") from None
+    _install_shields(base, settings, request, image)
+    _phase("shields installed; running the program")
+
+    from citadel.engine import runner
+
+    context = runner.Context(mode=decision.mode, tee=decision.tee, measurement=measurement,
+                             heap=settings.heap, image=image)
+    return runner.run(request, context)
+
+
+def _phase(what: str) -> None:
+    if log.enabled("debug"):
+        log.debug(f"{(time.perf_counter() - _started) * 1000:.1f} ms: {what}")
+
+
+def measurement_for(base: TrustedBase, mode: str, settings: Settings) -> str:
+    return compute_measurement(base.manifest_sha256,
+                               measured_settings(mode=mode, allow_dlopen=settings.allow_dlopen))
+
+
+def _open_image(request: LaunchRequest) -> SealedImage:
+    from citadel.seal.image import SealedImage
+
+    if request.key is None:  # a CAS-provided key arrives with issue 3's flow
+        raise EngineError("this engine cannot obtain image keys from a CAS yet",
+                          "pass the image key with --key-file")
+    return SealedImage.open(request.image or "", request.key, expected_tag=request.expected_tag)
+
+
+def _install_shields(base: TrustedBase, settings: Settings, request: LaunchRequest,
+                     image: Optional[SealedImage]) -> None:
+    from citadel.engine import guard
+
+    guard.install(base, allow_dlopen=settings.allow_dlopen)
+    if image is None:
+        return
+    from citadel.engine import fileshield, importer
+
+    entry_dir: Optional[str] = ""
+    if request.kind == "script":
+        from citadel.engine.runner import script_relpath
+
+        entry_dir = script_relpath(image, request.argv[0], request.cwd).rpartition("/")[0]
+    importer.install(image, entry_dir=entry_dir)
+    fileshield.install(image)
+
+
+def _print_version(settings: Settings, decision: tee.ModeDecision, measurement: str, base: TrustedBase) -> None:
+    impl = sys.implementation.name
+    version = ".".join(str(v) for v in sys.version_info[:3])
+    lines = [f"citadel: version: citadel {__version__}, engine {impl} {version} ({sys.executable})"]
+    described = settings.describe()
+    mode = decision.mode + (f" ({decision.tee})" if decision.tee else "")
+    if settings.mode == "auto":
+        mode += " (requested auto" + ("" if decision.tee else "; no TEE found") + ")"
+    described["CITADEL_MODE"] = mode
+    lines += [f"citadel: {name}={value}" for name, value in described.items()]
+    if decision.mode == "sim":
+        lines.append(f"citadel: {tee.SIMULATION_NOTICE}")
+    lines.append(f"citadel: engine manifest: sha256 {base.manifest_sha256}")
+    lines.append(f"citadel: measurement: {measurement}")
+    _report("\n".join(lines))
+
+
+def _report(text: str) -> None:
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass

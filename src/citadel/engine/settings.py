@@ -1,0 +1,138 @@
+"""The engine's settings: every ``CITADEL_*`` variable, parsed once, with one clear error each.
+
+The launcher passes the settings to the engine as environment variables (flags of `citadel run`
+become the same variables), so this is the single place that reads and checks them
+(docs/engine.md lists them all). Engine-safe: stdlib only, Python 3.9.
+"""
+
+from __future__ import annotations
+
+from citadel.errors import UsageError
+
+MYPY = False
+if MYPY:  # typing costs start-up time; only the type checker needs it
+    from typing import Dict, Mapping, Optional, Tuple
+
+MODES = ("hw", "sim", "auto")
+LOG_LEVELS = ("error", "warning", "info", "debug")
+MIN_HEAP = 16 << 20  # the engine itself (interpreter, cryptography) needs about 8 MiB of data
+MIN_STACK = 64 << 10
+MAX_STACK = 1 << 30
+
+# Every variable the engine knows; others starting with CITADEL_ get a warning (a typo, usually).
+KNOWN = frozenset({
+    "CITADEL_MODE", "CITADEL_HEAP", "CITADEL_STACK", "CITADEL_ALLOW_DLOPEN", "CITADEL_VERSION",
+    "CITADEL_HASH", "CITADEL_LOG", "CITADEL_TEE_ROOT", "CITADEL_CACHE_DIR", "CITADEL_REBUILD",
+    "CITADEL_LAUNCH_FD", "CITADEL_CAS_ADDR", "CITADEL_CONFIG_ID",
+})
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_TRUE = ("1", "yes", "true", "on")
+_FALSE = ("", "0", "no", "false", "off")
+
+
+class Settings:
+    """The parsed settings. ``heap``/``stack`` are bytes, None when not set (no limit / default)."""
+
+    __slots__ = ("mode", "heap", "stack", "allow_dlopen", "version", "hash_only", "log", "tee_root", "unknown")
+
+    def __init__(self, mode: str = "auto", heap: Optional[int] = None, stack: Optional[int] = None,
+                 allow_dlopen: bool = False, version: bool = False, hash_only: bool = False,
+                 log: str = "warning", tee_root: str = "/", unknown: Tuple[str, ...] = ()) -> None:
+        self.mode = mode
+        self.heap = heap
+        self.stack = stack
+        self.allow_dlopen = allow_dlopen
+        self.version = version
+        self.hash_only = hash_only
+        self.log = log
+        self.tee_root = tee_root
+        self.unknown = unknown  # names of CITADEL_* variables the engine does not know
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Settings({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def describe(self) -> Dict[str, str]:
+        """Each setting as a person would write it (CITADEL_VERSION=1 prints these)."""
+        return {
+            "CITADEL_MODE": self.mode,
+            "CITADEL_HEAP": format_size(self.heap) if self.heap else "unlimited",
+            "CITADEL_STACK": format_size(self.stack) if self.stack else "default",
+            "CITADEL_ALLOW_DLOPEN": "1 (unprotected libraries allowed: debugging only)" if self.allow_dlopen else "0",
+            "CITADEL_LOG": self.log,
+        }
+
+
+def parse_size(name: str, text: str) -> int:
+    """Bytes from '256M', '1G', '65536' (K, M, G, T are powers of 1024); UsageError otherwise."""
+    value = text.strip().upper()
+    for suffix in ("IB", "B"):
+        if value.endswith(suffix) and value[:-len(suffix)][-1:] in ("K", "M", "G", "T"):
+            value = value[: -len(suffix)]
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    number = value[: len(value) - len(unit)].strip()
+    if not number.isdigit() or not number.isascii():
+        raise UsageError(f"{name}={text!r} is not a size",
+                         f"use a number with K, M or G, e.g. {name}=256M")
+    return int(number) * _UNITS[unit]
+
+
+def format_size(size: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return str(size)
+
+
+def parse_bool(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise UsageError(f"{name}={text!r} is not a yes/no value", f"use {name}=1 to turn it on or {name}=0 for off")
+
+
+def parse_settings(env: Mapping[str, str]) -> Settings:
+    """Settings from an environment mapping; the first bad value raises UsageError naming it."""
+    mode = env.get("CITADEL_MODE", "auto").strip().lower() or "auto"
+    if mode not in MODES:
+        raise UsageError(f"CITADEL_MODE={env['CITADEL_MODE']!r} is not a mode",
+                         "use CITADEL_MODE=hw (a TEE is required), sim (no TEE) or auto (hw if available)")
+    heap = _optional_size(env, "CITADEL_HEAP")
+    if heap is not None and heap < MIN_HEAP:
+        raise UsageError(f"CITADEL_HEAP={env['CITADEL_HEAP']} is too small; the engine alone needs about 8M",
+                         f"use at least CITADEL_HEAP={format_size(MIN_HEAP)}, e.g. CITADEL_HEAP=256M")
+    stack = _optional_size(env, "CITADEL_STACK")
+    if stack is not None and not MIN_STACK <= stack <= MAX_STACK:
+        raise UsageError(f"CITADEL_STACK={env['CITADEL_STACK']} is outside 64K..1G",
+                         "use a stack size such as CITADEL_STACK=8M")
+    log = env.get("CITADEL_LOG", "warning").strip().lower() or "warning"
+    if log not in LOG_LEVELS:
+        raise UsageError(f"CITADEL_LOG={env['CITADEL_LOG']!r} is not a log level",
+                         "use CITADEL_LOG=error, warning, info or debug")
+    tee_root = env.get("CITADEL_TEE_ROOT", "/") or "/"
+    if not tee_root.startswith("/"):
+        raise UsageError(f"CITADEL_TEE_ROOT={tee_root!r} is not an absolute path",
+                         "give the directory under which /dev and /sys are probed, e.g. /")
+    unknown = tuple(sorted(k for k in env if k.startswith("CITADEL_") and k not in KNOWN))
+    return Settings(
+        mode=mode,
+        heap=heap,
+        stack=stack,
+        allow_dlopen=parse_bool("CITADEL_ALLOW_DLOPEN", env.get("CITADEL_ALLOW_DLOPEN", "")),
+        version=parse_bool("CITADEL_VERSION", env.get("CITADEL_VERSION", "")),
+        hash_only=parse_bool("CITADEL_HASH", env.get("CITADEL_HASH", "")),
+        log=log,
+        tee_root=tee_root,
+        unknown=unknown,
+    )
+
+
+def _optional_size(env: Mapping[str, str], name: str) -> Optional[int]:
+    text = env.get(name, "").strip()
+    return parse_size(name, text) if text else None
