@@ -11,9 +11,9 @@ from citadel.seal.keytext import parse_key
 
 
 def job_from_args(args: argparse.Namespace) -> LaunchJob:
-    job = LaunchJob(cwd=os.path.abspath(args.cwd) if args.cwd else os.getcwd())
     if args.cwd and not os.path.isdir(args.cwd):
         raise UsageError(f"--cwd {args.cwd!r} is not a directory", "pass an existing directory")
+    job = LaunchJob(cwd=os.path.abspath(args.cwd) if args.cwd else os.getcwd())
     if args.image:
         if not os.path.isdir(args.image):
             raise UsageError(f"image {args.image!r} does not exist or is not a directory",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import dataclass, field
 from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 from citadel.errors import ImageError
@@ -81,12 +80,11 @@ class MalformedElf(ImageError):
                          "seal a library built for this platform (x86-64/aarch64 Linux)")
 
 
-@dataclass(frozen=True)
-class ElfDynamic:
+class ElfDynamic(NamedTuple):
     """What the dynamic linker will look for: the library's own soname and the names it needs."""
 
     soname: Optional[str]
-    needed: List[str] = field(default_factory=list)
+    needed: List[str]
 
 
 def read_dynamic(data: Buffer, name: str = "") -> ElfDynamic:

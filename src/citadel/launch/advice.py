@@ -7,12 +7,10 @@ process ended, which matters when the engine could not say anything: killed by a
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 
-@dataclass(frozen=True)
-class Advice:
+class Advice(NamedTuple):
     cause: str
     remedy: str
 

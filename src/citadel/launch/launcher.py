@@ -12,8 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, NamedTuple, Optional
 
 from citadel.engine.command import engine_command, engine_environment
 from citadel.launch.advice import advice_for, exit_status
@@ -21,18 +20,23 @@ from citadel.launch.advice import advice_for, exit_status
 LAUNCH_REQUEST_VERSION = 1
 
 
-@dataclass
 class LaunchJob:
-    """What the engine should run. Without an image only the trusted base is available."""
+    """What the engine should run. Without an image only the trusted base is available.
 
-    argv: List[str] = field(default_factory=list)  # script and its arguments
-    module: Optional[str] = None  # run like `python -m module`
-    interactive: bool = False
-    image: Optional[str] = None
-    key: Optional[bytes] = None
-    expected_tag: Optional[str] = None
-    cwd: str = field(default_factory=os.getcwd)
-    cas: Optional[Dict[str, str]] = None  # filled by the CAS flow (issue 3)
+    (A plain class: `citadel run` starts on every invocation, and dataclasses cost milliseconds.)
+    """
+
+    def __init__(self, argv: Optional[List[str]] = None, module: Optional[str] = None, interactive: bool = False,
+                 image: Optional[str] = None, key: Optional[bytes] = None, expected_tag: Optional[str] = None,
+                 cwd: Optional[str] = None, cas: Optional[Dict[str, str]] = None) -> None:
+        self.argv: List[str] = list(argv or [])  # script (or module) and its arguments
+        self.module = module  # run like `python -m module`
+        self.interactive = interactive
+        self.image = image
+        self.key = key
+        self.expected_tag = expected_tag
+        self.cwd = cwd or os.getcwd()
+        self.cas = cas  # where to attest and which configuration to ask for (the CAS flow)
 
     def request(self) -> bytes:
         doc = {
@@ -55,8 +59,7 @@ def launch(job: LaunchJob, settings: Mapping[str, str], *, python: Optional[str]
     return run_engine(job, settings, python=python).status
 
 
-@dataclass(frozen=True)
-class EngineResult:
+class EngineResult(NamedTuple):
     status: int  # what citadel should exit with
     stdout: Optional[bytes]  # the engine's output, when captured
 

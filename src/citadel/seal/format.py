@@ -14,8 +14,7 @@ import io
 import json
 import os
 import struct
-from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -129,16 +128,23 @@ def _read_exact(source: BinaryIO, count: int) -> Optional[bytes]:
     return b"".join(parts) if len(parts) != 1 else parts[0]
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    """What the manifest records for one protected file."""
+class FileEntry(NamedTuple):
+    """What the manifest records for one protected file.
+
+    A NamedTuple rather than a dataclass: the engine imports this at every start, and
+    ``dataclasses`` (through ``inspect``) would add milliseconds to each one.
+    """
 
     path: str
     region: str
     size: int
     sha256: str = ""  # plaintext digest (authenticated files)
     file_id: bytes = b""  # CITF file id (encrypted files)
-    key: bytes = field(default=b"", repr=False)  # per-file content key (encrypted files)
+    key: bytes = b""  # per-file content key (encrypted files); never shown by repr
+
+    def __repr__(self) -> str:
+        return (f"FileEntry(path={self.path!r}, region={self.region!r}, size={self.size}, "
+                f"sha256={self.sha256!r}, file_id={self.file_id.hex()!r})")
 
     def to_json(self) -> dict:
         doc: dict = {"region": self.region, "size": self.size}
@@ -160,17 +166,28 @@ class FileEntry:
         raise ValueError(f"unknown region {region!r}")
 
 
-@dataclass
 class Manifest:
     """The protection manifest (FSPF): every protected file, the region rules, the python path."""
 
-    files: dict[str, FileEntry]
-    # The sealer's ordered (pattern, region) rules, last match wins: a path the manifest does not
-    # list is acceptable only if these rules put it in the unprotected region.
-    rules: list[tuple[str, str]] = field(default_factory=list)
-    python_path: list[str] = field(default_factory=list)
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    created_by: str = ""
+    def __init__(self, files: Dict[str, FileEntry], rules: Optional[List[Tuple[str, str]]] = None,
+                 python_path: Optional[List[str]] = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 created_by: str = "") -> None:
+        self.files = files
+        # The sealer's ordered (pattern, region) rules, last match wins: a path the manifest does
+        # not list is acceptable only if these rules put it in the unprotected region.
+        self.rules: List[Tuple[str, str]] = list(rules or [])
+        self.python_path: List[str] = list(python_path or [])
+        self.chunk_size = chunk_size
+        self.created_by = created_by
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Manifest):
+            return NotImplemented
+        return (self.files, self.rules, self.python_path, self.chunk_size, self.created_by) == (
+            other.files, other.rules, other.python_path, other.chunk_size, other.created_by)
+
+    def __repr__(self) -> str:
+        return f"Manifest({len(self.files)} files, rules={self.rules!r}, python_path={self.python_path!r})"
 
     @property
     def unprotected(self) -> list[str]:
