@@ -1,0 +1,173 @@
+"""Create, inspect, import into and export from encrypted volumes (the data owner's tools).
+
+A volume is a directory the host stores but cannot read, change or roll back. The owner puts
+plaintext files in before a run (`import`) and takes results out after it (`export`), with the
+volume's key. With --tag-store, every commit is a compare-and-swap of the volume's tag in that
+file (the local stand-in for the CAS) and an older copy of the volume is refused.
+
+examples:
+  citadel volume create ./vol-in --key-file in.key
+  citadel volume import ./vol-in data/ --key-file in.key
+  citadel volume show ./vol-in --key-file in.key --verify
+  citadel volume export ./vol-out ./results --key-file out.key
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, List, Optional, Tuple
+
+from citadel.cli.output import emit_json, info
+from citadel.errors import UsageError
+from citadel.volume import LocalTagStore, Volume, parse_key
+from citadel.volume.format import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from citadel.volume.transfer import describe, export_tree, import_path, kept_states
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    sub.required = True
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("volume", metavar="DIR", help="the volume's directory")
+        p.add_argument("--key-file", required=True, metavar="FILE",
+                       help="the volume key (64 hex digits); `create` writes a new one (mode 0600) if absent")
+        p.add_argument("--tag-store", metavar="FILE",
+                       help="local tag store file: refuse older states and record each new tag")
+        p.add_argument("--name", help="the volume's name in the tag store (default: the directory's name)")
+        p.add_argument("--json", action="store_true", help="print a JSON object for scripts")
+
+    create = sub.add_parser("create", help="make a new, empty volume")
+    common(create)
+    create.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES",
+                        help="plaintext bytes per sealed chunk, fixed for the volume's life (default: 65536)")
+
+    show = sub.add_parser("show", help="print a volume's tag, files and kept conflict states")
+    common(show)
+    show.add_argument("--verify", action="store_true", help="authenticate every byte of every file")
+    show.add_argument("--expected-tag", metavar="TAG", help="refuse any state but this one")
+
+    imp = sub.add_parser("import", help="copy plaintext files or directories into a volume")
+    common(imp)
+    imp.add_argument("sources", nargs="+", metavar="SRC", help="files or directories to copy in")
+    imp.add_argument("--to", default="", metavar="PATH", help="directory inside the volume (default: its root)")
+    imp.add_argument("--expected-tag", metavar="TAG", help="refuse any state but this one")
+
+    exp = sub.add_parser("export", help="write a volume's files as plaintext into a new directory")
+    common(exp)
+    exp.add_argument("dest", metavar="DEST", help="new directory to create")
+    exp.add_argument("--path", default="", help="export only this directory of the volume")
+    exp.add_argument("--expected-tag", metavar="TAG", help="refuse any state but this one")
+    exp.add_argument("--state", metavar="TAG",
+                     help="export a kept state (a refused conflict) instead of the current one")
+
+
+def _key(path: str, create: bool) -> bytes:
+    if create and not os.path.exists(path):
+        key = os.urandom(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise UsageError(f"cannot write the key file {path!r}: {exc.strerror}",
+                             "choose a writable path for --key-file") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.hex() + "\n")
+        info(f"citadel: wrote a new volume key to {path} (keep it secret; without it the data is lost)")
+        return key
+    try:
+        with open(path) as fh:
+            return parse_key(fh.read())
+    except OSError as exc:
+        raise UsageError(f"cannot read the key file {path!r}: {exc.strerror}", "check --key-file") from None
+
+
+def _tags(args: argparse.Namespace) -> Tuple[Optional[str], Optional[Callable[[str, str], None]]]:
+    expected = getattr(args, "expected_tag", None)
+    if not args.tag_store:
+        return expected, None
+    store = LocalTagStore(args.tag_store)
+    name = args.name or os.path.basename(os.path.normpath(args.volume))
+    recorded = store.current(name)
+    if expected and recorded and expected.lower() != recorded:
+        raise UsageError("--expected-tag differs from the tag store's latest tag",
+                         "drop --expected-tag; the tag store decides")
+    return expected or recorded, store.on_commit(name)
+
+
+def run(args: argparse.Namespace) -> int:
+    action = args.action
+    key = _key(args.key_file, create=action == "create")
+    expected, on_commit = _tags(args)
+    if action == "create":
+        if not 0 < args.chunk_size <= MAX_CHUNK_SIZE:
+            raise UsageError(f"--chunk-size must be between 1 and {MAX_CHUNK_SIZE}", "use the default, 65536")
+        vol = Volume.create(args.volume, key, on_commit=on_commit, chunk_size=args.chunk_size)
+        vol.close()
+        return _done(args, {"volume": vol.root, "tag": vol.tag}, vol.tag)
+    if action == "show":
+        with Volume.open(args.volume, key, expected_tag=expected, read_only=True) as vol:
+            doc = describe(vol)
+            if args.verify:
+                doc["verified_bytes"] = vol.verify()
+        doc["kept_states"] = [vars(s) for s in kept_states(doc["volume"], key)]  # type: ignore[arg-type]
+        if args.json:
+            emit_json(doc)
+        else:
+            _print_show(doc, args.verify)
+        return 0
+    if action == "import":
+        with Volume.open(args.volume, key, expected_tag=expected, on_commit=on_commit, auto_commit=False) as vol:
+            files = total = 0
+            for src in args.sources:
+                result = import_path(vol, src, args.to)
+                files, total = files + result.files, total + result.bytes
+            vol.commit()
+        info(f"citadel: imported {files} file(s), {total} bytes")
+        return _done(args, {"volume": vol.root, "tag": vol.tag, "files": files, "bytes": total}, vol.tag)
+    if action == "export":
+        if args.state and expected:
+            raise UsageError("--state exports a kept state; it cannot be combined with the latest tag",
+                             "drop --state, or drop --tag-store/--expected-tag")
+        with Volume.open(args.volume, key, expected_tag=args.state or expected, read_only=True) as vol:
+            result = export_tree(vol, args.dest, args.path)
+        info(f"citadel: exported {result.files} file(s), {result.bytes} bytes to {args.dest}")
+        return _done(args, {"dest": args.dest, "tag": vol.tag, "files": result.files, "bytes": result.bytes},
+                     vol.tag)
+    raise UsageError(f"unknown action {action!r}", "see `citadel volume --help`")
+
+
+def _done(args: argparse.Namespace, doc: dict, tag: str) -> int:
+    if args.json:
+        emit_json(doc)
+    else:
+        print(tag)
+    return 0
+
+
+def _print_show(doc: dict, verified: bool) -> None:
+    lines: List[str] = [
+        f"volume:      {doc['volume']}",
+        f"tag:         {doc['tag']}",
+        f"generation:  {doc['generation']}",
+        f"files:       {len(doc['files'])} ({doc['plaintext_bytes']} bytes; {doc['stored_bytes']} bytes stored)",
+    ]
+    if verified:
+        lines.append(f"verified:    every chunk of every file ({doc['verified_bytes']} bytes)")
+    lines.extend(f"  {f['size']:>12}  {f['path']}" for f in doc["files"])
+    for kept in doc["kept_states"]:
+        lines.append(f"kept {kept['kind']} state: {kept['tag']} (generation {kept['generation']}, "
+                     f"{kept['files']} files) -- export it with --state")
+    print("\n".join(lines))
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
+    """Run as `python -m citadel.cli.cmd_volume ...` (the same as `citadel volume ...`)."""
+    from citadel.cli.main import main
+
+    return main(["volume", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
