@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import resource
@@ -95,7 +96,8 @@ def test_plain_output_names_image_tag_and_key_and_warns_the_key_is_secret(run_ci
     image = SealedImage.open(fields["image"], bytes.fromhex(fields["key"]), expected_tag=fields["tag"])
     assert image.read("app.py") == b"import dep\nprint(dep.X)\n"
     assert fields["files"].startswith("3 (")
-    assert "__pycache__/app.cpython-311.pyc" not in image.manifest.files
+    # the host's stale pyc is replaced by a fresh one compiled from the sealed source
+    assert image.read("__pycache__/app.cpython-311.pyc")[:4] == importlib.util.MAGIC_NUMBER
 
 
 def test_json_output_has_every_field(run_citadel, workdir: Path) -> None:
@@ -119,7 +121,8 @@ def test_json_output_has_every_field(run_citadel, workdir: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert set(doc) == {"image", "tag", "key", "key_file", "files", "bytes", "regions", "python_path"}
+    assert set(doc) == {"image", "tag", "key", "key_file", "files", "bytes", "regions", "python_path",
+                        "bytecode", "native"}
     assert doc["key_file"] is None
     assert doc["regions"] == {ENCRYPTED: 2, AUTHENTICATED: 1, UNPROTECTED: 1}
     assert doc["files"] == 4 and doc["bytes"] == len(b"import dep\nprint(dep.X)\nbody {}\n0X = 1\n")
@@ -367,8 +370,11 @@ def test_sealed_numpy_reads_back_identical(run_citadel, tmp_path: Path) -> None:
     doc = json.loads(result.stdout)
     image = SealedImage.open(doc["image"], read_key_file(str(tmp_path / "app.key")), expected_tag=doc["tag"])
     prefix = doc["python_path"][0]["image_path"] + "/"
-    shared = [rel for rel in image.manifest.files if rel.endswith(".so") or ".so." in rel]
+    libraries = [rel for rel in image.manifest.files if rel.endswith(".so") or ".so." in rel]
+    shared = [rel for rel in libraries if rel.startswith(prefix)]
     assert any(rel.startswith(prefix + "numpy/_core/_multiarray_umath") for rel in shared)
+    bundled = [rel for rel in libraries if rel.startswith(".citadel/native/")]
+    assert bundled and all(image.region_of(rel) == AUTHENTICATED for rel in bundled)
     for rel in shared:
         assert image.region_of(rel) == ENCRYPTED
         assert image.read(rel) == (site / rel[len(prefix) :]).read_bytes(), rel

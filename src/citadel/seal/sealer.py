@@ -6,6 +6,12 @@ files as CITF containers, authenticated and unprotected files as copies), writes
 manifest, stages the key file, and renames everything into place (place.py). Memory use does not
 grow with file sizes: files pass through in chunks. Any failure or interrupt removes the staging
 directory, so IMAGE is either the complete new image or left as it was.
+
+Two optional extras make sealed applications fast and runnable: ``compile_bytecode`` seals a
+fresh ``__pycache__`` pyc beside every protected ``.py`` (bytecode.py: the source is read once,
+sealed from memory, and the same bytes are compiled in memory), and the plan's bundled host
+libraries (native.py, planned by ``plan_seal(bundle_native=True)``) are sealed under
+``.citadel/native/``.
 """
 
 from __future__ import annotations
@@ -20,12 +26,22 @@ from typing import BinaryIO, Callable, Iterator, Mapping, Optional, Sequence, Se
 from citadel import __version__
 from citadel.crypto import KEY_SIZE
 from citadel.errors import UsageError
+from citadel.seal.bytecode import (
+    MAX_COMPILE_SIZE,
+    CompiledPyc,
+    Compiler,
+    CompileReport,
+    cache_tag,
+    is_source,
+    pyc_path,
+)
 from citadel.seal.format import (
     AUTHENTICATED,
     DEFAULT_CHUNK_SIZE,
     ENCRYPTED,
     MANIFEST_PATH,
     PYTHON_PATH_DIR,
+    UNPROTECTED,
     FileEntry,
     Manifest,
     encrypt_chunks,
@@ -33,8 +49,9 @@ from citadel.seal.format import (
     seal_manifest,
 )
 from citadel.seal.keyfile import StagedKey, check_key_destination, stage_key_file
+from citadel.seal.native import NativePlan
 from citadel.seal.place import OutputError, check_output, commit, make_staging
-from citadel.seal.regions import Rule
+from citadel.seal.regions import Rule, matches
 from citadel.seal.walk import PlannedFile, SealPlan, SourceError, plan_seal
 
 #: progress(relpath, n): n more bytes of the file at image path relpath were sealed
@@ -50,12 +67,14 @@ class SealResult:
     image: str
     key: bytes = field(repr=False)
     tag: str
-    files: int  # files in the image, every region
-    bytes: int  # plaintext bytes sealed
-    regions: Mapping[str, int] = field(default_factory=dict)  # region -> number of files
+    files: int  # files of SRC and the python-path trees in the image, every region
+    bytes: int  # plaintext bytes of those files
+    regions: Mapping[str, int] = field(default_factory=dict)  # region -> number of those files
     key_file: Optional[str] = None
     python_path: Tuple[str, ...] = ()  # image paths of the python-path trees
     unmatched: Tuple[Tuple[str, str], ...] = ()  # (pattern, region or "skip") that matched no path
+    bytecode: CompileReport = field(default_factory=lambda: CompileReport(enabled=False))  # generated pycs
+    native: Optional[NativePlan] = None  # bundled host libraries (None: not asked for)
 
 
 def seal_tree(
@@ -70,16 +89,26 @@ def seal_tree(
     skip: Sequence[str] = (),
     force: bool = False,
     key_out: Optional[str] = None,
+    compile_bytecode: bool = False,
+    bundle_native: bool = False,
 ) -> SealResult:
     """Seal ``src`` (plus ``python_paths``) into a new image directory ``out``.
 
     ``rules`` are (pattern, region) pairs, last match wins, default encrypted; ``skip`` patterns
     leave paths out of the image. ``out`` must not exist (or be an empty directory) unless
     ``force``, which replaces an existing image. ``key_out`` writes the key file (0600).
+    ``compile_bytecode`` and ``bundle_native`` are what `citadel seal` does unless told not to.
     """
-    plan = plan_seal(src, rules=rules, skip=skip, python_paths=python_paths)
+    plan = plan_seal(src, rules=rules, skip=skip, python_paths=python_paths, bundle_native=bundle_native)
     return seal_plan(
-        plan, out, key=key, chunk_size=chunk_size, progress=progress, force=force, key_out=key_out
+        plan,
+        out,
+        key=key,
+        chunk_size=chunk_size,
+        progress=progress,
+        force=force,
+        key_out=key_out,
+        compile_bytecode=compile_bytecode,
     )
 
 
@@ -93,8 +122,14 @@ def seal_plan(
     force: bool = False,
     key_out: Optional[str] = None,
     key_source: Optional[str] = None,
+    compile_bytecode: bool = False,
+    compile_workers: Optional[int] = None,
 ) -> SealResult:
-    """Write the image a plan describes; ``key_source`` names the key file ``key`` came from, if any."""
+    """Write the image a plan describes; ``key_source`` names the key file ``key`` came from, if any.
+
+    ``compile_bytecode`` adds a pyc for every protected source (compiled in ``compile_workers``
+    processes; default: one per CPU, up to 8, when there are many sources).
+    """
     if key is not None and len(key) != KEY_SIZE:
         raise UsageError(
             "the image key must be 32 bytes (64 hex digits)", "pass a key file written by `citadel seal`"
@@ -116,11 +151,21 @@ def seal_plan(
         created_by=f"citadel {__version__}",
         python_path=[f"{PYTHON_PATH_DIR}/{i}" for i in range(len(plan.python_paths))],
     )
+    tag = cache_tag() if compile_bytecode else None  # None also if this interpreter caches no bytecode
+    report = CompileReport(enabled=compile_bytecode, cache_tag=tag)
     staging = make_staging(target)
     staged_key: Optional[StagedKey] = None
     try:
         writer = _Writer(staging, chunk_size, progress)
-        for planned in plan.files:
+        if tag is None:
+            _seal_files(writer, plan, manifest, None, set())
+        else:
+            to_compile = _sources_to_compile(plan, tag)
+            with Compiler(tag, len(to_compile), compile_workers) as compiler:
+                _seal_files(writer, plan, manifest, compiler, to_compile)
+            report = compiler.report
+        tree_bytes = writer.total
+        for planned in plan.native_files:
             entry = writer.seal_file(planned)
             if entry is not None:
                 manifest.files[planned.rel] = entry
@@ -147,12 +192,50 @@ def seal_plan(
         image_key,
         image_tag(sealed),
         len(plan.files),
-        writer.total,
+        tree_bytes,
         regions=plan.region_counts(),
         key_file=key_dest or key_source,
         python_path=tuple(manifest.python_path),
         unmatched=tuple(plan.unmatched),
+        bytecode=report,
+        native=plan.native,
     )
+
+
+def _sources_to_compile(plan: SealPlan, tag: str) -> Set[str]:
+    """Image paths of the sources to compile: protected ``.py`` files whose pyc --skip does not name."""
+    return {
+        f.rel for f in plan.files
+        if f.region != UNPROTECTED and is_source(f.rel)
+        and not any(matches(p, pyc_path(f.rel, tag)) for p in plan.skip)
+    }
+
+
+def _seal_files(
+    writer: _Writer, plan: SealPlan, manifest: Manifest, compiler: Optional[Compiler], to_compile: Set[str]
+) -> None:
+    """Seal the trees' files, and the pycs of the sources among them as they are compiled."""
+
+    def add(pycs: Iterator[CompiledPyc]) -> None:
+        for pyc in pycs:
+            entry = writer.seal_data(pyc.rel, pyc.region, pyc.data)
+            if entry is not None:
+                manifest.files[pyc.rel] = entry
+
+    for planned in plan.files:
+        if compiler is not None and planned.rel in to_compile and planned.size <= MAX_COMPILE_SIZE:
+            source = writer.read_source(planned)
+            entry = writer.seal_data(planned.rel, planned.region, source)
+            compiler.submit(planned.rel, planned.region, source)
+            add(compiler.ready())
+        else:
+            if compiler is not None and planned.rel in to_compile:
+                compiler.too_large(planned.rel)
+            entry = writer.seal_file(planned)
+        if entry is not None:
+            manifest.files[planned.rel] = entry
+    if compiler is not None:
+        add(compiler.finish())
 
 
 class _Writer:
@@ -182,29 +265,46 @@ class _Writer:
         source = _open_source(planned)
         with source:
             size = os.fstat(source.fileno()).st_size
-            with open(self._dest(planned.rel), "xb") as dst:
-                if planned.region == ENCRYPTED:
-                    file_key, file_id = os.urandom(KEY_SIZE), os.urandom(FILE_ID_SIZE)
-                    chunks = self._pieces(source, planned, size, self.chunk_size)
-                    for piece in encrypt_chunks(file_key, file_id, size, chunks, self.chunk_size):
-                        dst.write(piece)
-                    entry: Optional[FileEntry] = FileEntry(
-                        planned.rel, ENCRYPTED, size, file_id=file_id, key=file_key
-                    )
-                else:
-                    digest = hashlib.sha256()
-                    for block in self._pieces(source, planned, size, COPY_BLOCK):
-                        digest.update(block)
-                        dst.write(block)
-                    entry = (
-                        FileEntry(planned.rel, AUTHENTICATED, size, sha256=digest.hexdigest())
-                        if planned.region == AUTHENTICATED
-                        else None
-                    )
+            entry = self._write(planned.rel, planned.region, size,
+                                lambda block: self._pieces(source, planned, size, block))
             if source.read(1):
                 raise _changed(planned)
         self.total += size
         return entry
+
+    def read_source(self, planned: PlannedFile) -> bytes:
+        """The whole content of a (small) file, read as seal_file would read it."""
+        source = _open_source(planned)
+        with source:
+            size = os.fstat(source.fileno()).st_size
+            data = b"".join(self._pieces(source, planned, size, COPY_BLOCK))
+            if source.read(1):
+                raise _changed(planned)
+        self.total += size
+        return data
+
+    def seal_data(self, rel: str, region: str, data: bytes) -> Optional[FileEntry]:
+        """Seal bytes held in memory at image path ``rel`` (not counted in ``total``)."""
+        return self._write(rel, region, len(data), lambda block: _slices(data, block))
+
+    def _write(
+        self, rel: str, region: str, size: int, pieces: Callable[[int], Iterator[bytes]]
+    ) -> Optional[FileEntry]:
+        """Write ``size`` bytes (``pieces(block)`` yields them) at ``rel`` as ``region`` requires."""
+        with open(self._dest(rel), "xb") as dst:
+            if region == ENCRYPTED:
+                file_key, file_id = os.urandom(KEY_SIZE), os.urandom(FILE_ID_SIZE)
+                chunks = pieces(self.chunk_size)
+                for piece in encrypt_chunks(file_key, file_id, size, chunks, self.chunk_size):
+                    dst.write(piece)
+                return FileEntry(rel, ENCRYPTED, size, file_id=file_id, key=file_key)
+            digest = hashlib.sha256()
+            for block in pieces(COPY_BLOCK):
+                digest.update(block)
+                dst.write(block)
+        if region == AUTHENTICATED:
+            return FileEntry(rel, AUTHENTICATED, size, sha256=digest.hexdigest())
+        return None
 
     def _pieces(self, source: BinaryIO, planned: PlannedFile, size: int, block: int) -> Iterator[bytes]:
         """Exactly ``size`` bytes in pieces of ``block`` (the last shorter; one empty piece if empty)."""
@@ -244,6 +344,16 @@ def _open_source(planned: PlannedFile) -> BinaryIO:
             f"{planned.host!r} is no longer a regular file", "seal again when nothing changes the tree"
         )
     return os.fdopen(fd, "rb", buffering=0)
+
+
+def _slices(data: bytes, block: int) -> Iterator[bytes]:
+    """``data`` in pieces of ``block`` bytes (one empty piece if it is empty), as _pieces yields."""
+    if not data:
+        yield b""
+        return
+    view = memoryview(data)
+    for start in range(0, len(data), block):
+        yield bytes(view[start : start + block])
 
 
 def _read_exact(source: BinaryIO, n: int) -> Optional[bytes]:

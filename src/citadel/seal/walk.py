@@ -9,14 +9,18 @@ Rules (see docs/formats.md, "Region rules"):
   ``.citadel/python-path/<i>/rel`` for the i-th python-path tree. Region rules and skip patterns
   are matched against that image path (the same path the engine checks the region rules
   against), so one set of patterns describes the whole image.
-- ``__pycache__`` directories are always left out (the engine compiles sealed code in memory);
-  ``.pyc`` files elsewhere are ordinary files (sourceless packages need them).
+- ``__pycache__`` directories are always left out: their pycs are timestamp-based, possibly stale,
+  and made by whatever interpreter ran last. The sealer makes fresh ones from the exact sources
+  it seals instead (bytecode.py). ``.pyc`` files elsewhere are ordinary files (sourceless
+  packages need them).
 - A symlink is followed when its target lies inside the same tree: the target's content is sealed
   under the link's own path (images hold no symlinks). A symlink that leaves its tree, dangles, or
   loops is refused, naming the link, so nothing outside the tree is sealed by accident.
 - Python-path trees that lie inside the source tree are sealed once, as python path, not twice.
 - ``.citadel`` at the top of the source tree is reserved for the image's own metadata.
 - Empty directories are not kept: the manifest records files.
+- With ``bundle_native``, the host libraries the sealed shared objects need are planned too
+  (native.py); that step reads ELF headers, the only file contents planning looks at.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from citadel.errors import CitadelError, UsageError
 from citadel.seal.format import ENCRYPTED, PYTHON_PATH_DIR, REGIONS, UNPROTECTED
+from citadel.seal.native import NATIVE_DIR, LibrarySearch, NativePlan, SealedObject, plan_native
 from citadel.seal.regions import Rule, matches
 
 RESERVED_TOP = ".citadel"
@@ -59,10 +64,19 @@ class SealPlan:
     files: List[PlannedFile] = field(default_factory=list)
     #: rules (pattern, region) and skip patterns ("skip") that matched nothing: likely typos
     unmatched: List[Tuple[str, str]] = field(default_factory=list)
+    #: host libraries to bundle (None: not asked for) and the files they become
+    native: Optional[NativePlan] = None
+    native_files: List[PlannedFile] = field(default_factory=list)
 
     @property
     def bytes(self) -> int:
+        """Bytes of the files of the trees (what ``files`` and ``regions`` count)."""
         return sum(f.size for f in self.files)
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes sealing will read: the trees and the bundled libraries."""
+        return self.bytes + sum(f.size for f in self.native_files)
 
     @property
     def unprotected_patterns(self) -> List[str]:
@@ -90,9 +104,19 @@ def normalize_pattern(pattern: str) -> str:
 
 
 def plan_seal(
-    src: str, *, rules: Sequence[Rule] = (), skip: Sequence[str] = (), python_paths: Sequence[str] = ()
+    src: str,
+    *,
+    rules: Sequence[Rule] = (),
+    skip: Sequence[str] = (),
+    python_paths: Sequence[str] = (),
+    bundle_native: bool = False,
+    search: Optional[LibrarySearch] = None,
 ) -> SealPlan:
-    """Walk ``src`` and ``python_paths`` and return the plan; raises on anything unsealable."""
+    """Walk ``src`` and ``python_paths`` and return the plan; raises on anything unsealable.
+
+    ``bundle_native`` also plans the host libraries the sealed shared objects need, found with
+    ``search`` (default: as this machine's dynamic linker would).
+    """
     root = _existing_dir(src, "SRC", "pass the directory that holds your application")
     for _, region in rules:
         if region not in REGIONS:
@@ -117,9 +141,28 @@ def plan_seal(
     walker.walk_tree(root, "", avoid=set(plan.python_paths))
     for index, path in enumerate(plan.python_paths):
         walker.walk_tree(path, f"{PYTHON_PATH_DIR}/{index}/", avoid=set())
-    plan.unmatched = [rule for i, rule in enumerate(plan.rules) if i not in walker.rules_hit]
-    plan.unmatched += [(p, "skip") for i, p in enumerate(plan.skip) if i not in walker.skip_hit]
+    if bundle_native:
+        _plan_native(plan, search)
+    native_rels = [f.rel for f in plan.native_files] + [
+        f"{NATIVE_DIR}/{name}" for name in (plan.native.skipped if plan.native else [])
+    ]
+    plan.unmatched = [
+        rule for i, rule in enumerate(plan.rules)
+        if i not in walker.rules_hit and not any(matches(rule[0], rel) for rel in native_rels)
+    ]
+    plan.unmatched += [
+        (p, "skip") for i, p in enumerate(plan.skip)
+        if i not in walker.skip_hit and not any(matches(p, rel) for rel in native_rels)
+    ]
     return plan
+
+
+def _plan_native(plan: SealPlan, search: Optional[LibrarySearch]) -> None:
+    objects = [SealedObject(f.rel, f.host, f.region) for f in plan.files]
+    plan.native = plan_native(objects, rules=plan.rules, skip=plan.skip, search=search)
+    plan.native_files = [
+        PlannedFile(lib.rel, lib.host, lib.region, lib.size) for lib in plan.native.libraries
+    ]
 
 
 class _Walker:
