@@ -1,0 +1,1 @@
+"""The CAS's rules: routers call these; these call storage. No HTTP here."""

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy tables (`models`), engines and migrations (`db`), queries (`repo`)."""
