@@ -47,6 +47,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "CITADEL_"))}
     env["CITADEL_MODE"] = "sim"
     work = Path(tempfile.mkdtemp(prefix="citadel-bench-"))
+    env["CITADEL_CACHE_DIR"] = str(work / "cache")  # a manifest of the engine as installed now
     try:
         app = work / "app"
         app.mkdir()

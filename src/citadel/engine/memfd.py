@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:  # importing this module must not need `cryptography` (the trusted base loads it)
     from citadel.seal.image import SealedImage
@@ -37,9 +37,15 @@ def memfd_from_bytes(name: str, data: bytes) -> int:
     ``name`` only labels the file in /proc/self/maps ("/memfd:NAME (deleted)"); it need not be
     unique. The caller owns the descriptor.
     """
+    return _sealed_memfd(name, (data,))
+
+
+def _sealed_memfd(name: str, pieces: Iterable[bytes]) -> int:
+    """Write ``pieces`` into a new memfd, seal it against any change, rewind it; close it on failure."""
     fd = _memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)
     try:
-        _write_all(fd, data)
+        for piece in pieces:
+            _write_all(fd, piece)
         fcntl.fcntl(fd, F_ADD_SEALS, ALL_SEALS)
         os.lseek(fd, 0, os.SEEK_SET)
     except BaseException:
@@ -75,16 +81,7 @@ def memfd_from_image(image: SealedImage, relpath: str) -> int:
     memfd, so a large library never exists as one big bytes object. Nothing is returned unless
     the whole file verified; on any failure the memfd is closed.
     """
-    fd = _memfd_create(relpath.rpartition("/")[2], MFD_CLOEXEC | MFD_ALLOW_SEALING)
-    try:
-        for piece in image.iter_verified(relpath):
-            _write_all(fd, piece)
-        fcntl.fcntl(fd, F_ADD_SEALS, ALL_SEALS)
-        os.lseek(fd, 0, os.SEEK_SET)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _sealed_memfd(relpath.rpartition("/")[2], image.iter_verified(relpath))
 
 
 def _write_all(fd: int, data: bytes) -> None:
