@@ -1,112 +1,66 @@
-"""The examples/volume-workflow example, end to end: owner CLI in, program over volumes, owner CLI out.
+"""examples/volume-workflow, end to end, by running the shell commands of its README as they stand.
 
-Until the engine mounts volumes itself, the program runs in a child process (this file run as a
-script) whose ``open``/``os.listdir``/``os.stat``/``os.mkdir`` are routed, for paths under the
-mount paths, to the volume library through `VolumeMount`: the seam the engine's file shield uses.
+`citadel seal` seals the program, `citadel volume create/import` fill the input volume, the real
+`citadel run` runs the sealed program in the engine with both volumes mounted (input read-only),
+and `citadel volume show/export` take the result out. The README cannot drift from what works.
 """
 
 from __future__ import annotations
 
-import builtins
 import csv
 import os
-import runpy
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import CITADEL_BIN, REPO, clean_env
+
 EXAMPLE = REPO / "examples" / "volume-workflow"
 
 
-def run_with_volumes(program: str, mounts: Dict[str, Any], argv: List[str]) -> None:
-    """Run ``program`` as __main__ with ``mounts`` ({mount path: Volume}) routed by a minimal shim."""
-    from citadel.volume import VolumeMount
-
-    table = [VolumeMount(path, vol) for path, vol in mounts.items()]
-    orig = {"open": builtins.open, "listdir": os.listdir, "stat": os.stat, "mkdir": os.mkdir}
-
-    def route(path: Any) -> Tuple[Any, Optional[str]]:
-        if isinstance(path, (str, bytes, os.PathLike)):
-            for mount in table:
-                rel = mount.relpath(path)
-                if rel is not None:
-                    return mount.volume, rel
-        return None, None
-
-    def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        vol, rel = route(file)
-        return vol.open_file(rel, mode, *args, name=file, **kwargs) if vol else orig["open"](file, mode, *args,
-                                                                                            **kwargs)
-
-    def listdir(path: Any = ".") -> List[str]:
-        vol, rel = route(path)
-        return vol.listdir(rel) if vol else orig["listdir"](path)
-
-    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
-        vol, rel = route(path)
-        return vol.stat(rel) if vol else orig["stat"](path, *args, **kwargs)
-
-    def mkdir(path: Any, mode: int = 0o777, *args: Any, **kwargs: Any) -> None:
-        vol, rel = route(path)
-        return vol.mkdir(rel) if vol else orig["mkdir"](path, mode, *args, **kwargs)
-
-    builtins.open, os.listdir, os.stat, os.mkdir = open_, listdir, stat, mkdir  # type: ignore[assignment]
-    sys.argv = [program, *argv]
-    try:
-        runpy.run_path(program, run_name="__main__")
-    finally:
-        builtins.open, os.listdir, os.stat, os.mkdir = (orig["open"], orig["listdir"], orig["stat"],  # type: ignore
-                                                        orig["mkdir"])
+def readme_commands() -> str:
+    text = (EXAMPLE / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 1, "the README has one sh block: the workflow"
+    return blocks[0]
 
 
-def runner(work: str) -> None:
-    from citadel.volume import LocalTagStore, Volume, parse_key
-
-    store = LocalTagStore(os.path.join(work, "tags.json"))
-    vols = {}
-    for name, mount, read_only in (("vol-in", "/data/in", True), ("vol-out", "/data/out", False)):
-        with open(os.path.join(work, name.replace("vol-", "") + ".key")) as fh:
-            key = parse_key(fh.read())
-        vols[mount] = Volume.open(os.path.join(work, name), key, expected_tag=store.current(name),
-                                  on_commit=store.on_commit(name), read_only=read_only)
-    try:
-        run_with_volumes(str(EXAMPLE / "summarize.py"), vols, ["/data/in", "/data/out"])
-    finally:
-        for vol in vols.values():
-            vol.close()  # the clean exit commits the output volume
+def run_readme(work: Path) -> subprocess.CompletedProcess:
+    script = readme_commands()
+    if not CITADEL_BIN.exists():  # a source checkout without the console script
+        script = 'citadel() { python -m citadel.cli.main "$@"; }\n' + script
+    env = clean_env(CITADEL_MODE="sim")
+    env["PATH"] = f"{CITADEL_BIN.parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=300)
 
 
-def test_volume_workflow_example(tmp_path: Path, run_citadel: Any) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-
-    def volume(*args: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "citadel.cli.cmd_volume", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
-    common = ["--tag-store", "tags.json"]
-    volume("create", "vol-in", "--key-file", "in.key", *common)
-    volume("import", "vol-in", str(EXAMPLE / "input" / "sales-q1.csv"), str(EXAMPLE / "input" / "sales-q2.csv"),
-           "--key-file", "in.key", *common)
-    volume("create", "vol-out", "--key-file", "out.key", *common)
-    assert oct(os.stat(tmp_path / "in.key").st_mode & 0o777) == "0o600"
-    # the host sees no plaintext: neither the data nor the file names
-    stored = b"".join(p.read_bytes() for p in (tmp_path / "vol-in").rglob("*") if p.is_file())
-    assert b"north" not in stored and b"sales-q1" not in stored
-    proc = subprocess.run([sys.executable, __file__, "runner", str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert "summarized 8 rows" in proc.stdout
-    volume("show", "vol-out", "--key-file", "out.key", "--verify", *common)
-    volume("export", "vol-out", "results", "--key-file", "out.key", *common)
-    with open(tmp_path / "results" / "summary.csv", newline="") as fh:
+def test_readme_workflow_runs_the_sealed_program_over_two_volumes(tmp_path: Path) -> None:
+    work = tmp_path / "volume-workflow"
+    shutil.copytree(EXAMPLE, work)
+    proc = run_readme(work)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "summarized 8 rows from /data/in into /data/out/summary.csv" in proc.stdout
+    with open(work / "results" / "summary.csv", newline="") as fh:
         rows = {r["region"]: r for r in csv.DictReader(fh)}
     assert rows["north"]["units"] == "230" and rows["TOTAL"]["units"] == "450"
     assert rows["south"]["revenue"] == f"{80 * 2.5 + 30 * 19.99:.2f}"
+    assert (work / "results" / "summary.csv").read_text() in proc.stdout  # `cat` printed what was exported
+    # the host sees no plaintext: neither the data, nor the file names, nor the results
+    for volume in ("vol-in", "vol-out"):
+        stored = b"".join(p.read_bytes() for p in (work / volume).rglob("*") if p.is_file())
+        assert b"north" not in stored and b"sales-q1" not in stored and b"summary" not in stored
+    assert oct(os.stat(work / "in.key").st_mode & 0o777) == "0o600"
+    # the program ran in the engine against the volumes: /data does not exist on this host
+    assert not Path("/data/out/summary.csv").exists()
 
 
-if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "runner":
-    runner(sys.argv[2])
+def test_the_unsealed_program_gives_the_same_result_on_plain_directories(tmp_path: Path) -> None:
+    """The program is ordinary Python: the same file run by python on plain directories agrees."""
+    proc = subprocess.run([sys.executable, str(EXAMPLE / "app" / "summarize.py"), str(EXAMPLE / "input"),
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "out" / "summary.csv", newline="") as fh:
+        assert {r["region"]: r["units"] for r in csv.DictReader(fh)}["TOTAL"] == "450"

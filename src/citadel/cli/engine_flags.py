@@ -53,3 +53,29 @@ def add_image_arguments(parser: argparse.ArgumentParser, *, required: bool) -> N
     parser.add_argument("--key-file", metavar="KEY", help="file holding the image key (64 hex digits)")
     parser.add_argument("--tag", metavar="TAG", help="refuse the image unless its tag is this (hex)")
     parser.add_argument("--cwd", metavar="DIR", help="working directory of the program (default: the current one)")
+
+
+VOLUMES_HELP = """\
+volumes:
+  A volume is an encrypted directory that `citadel volume create` makes; the program sees it at
+  MOUNT, an absolute path that need not exist on this machine (:ro mounts it read-only). Keys are
+  read from the key files and reach the engine through a pipe, never its command line or
+  environment; --volume-create also writes a new key file (mode 0600) if there is none.
+  --tag-store FILE is the local record of each volume's latest tag, by NAME (`citadel volume
+  create DIR --tag-store FILE --name NAME` starts it): an older copy of a volume is refused (exit
+  status 74) and every commit of the run updates it. It is a stand-in kept on this machine: only
+  a CAS also catches a host that rolls this file back. :ephemeral volumes need no tag store and
+  have no rollback protection.
+"""
+
+
+def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("volumes")
+    group.add_argument("--volume", action="append", default=[], metavar="NAME=HOST_DIR:MOUNT[:OPTS]",
+                       help="mount an encrypted volume (repeat for more); OPTS: ro, ephemeral")
+    group.add_argument("--volume-key", action="append", default=[], metavar="NAME=FILE",
+                       help="the key file of volume NAME")
+    group.add_argument("--volume-create", action="append", default=[], metavar="NAME",
+                       help="create volume NAME if its directory holds none yet")
+    group.add_argument("--tag-store", metavar="FILE",
+                       help="local tag store: refuse older states of rollback-protected volumes, record commits")

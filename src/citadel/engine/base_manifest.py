@@ -58,6 +58,7 @@ CITADEL_FILES = (
     "citadel/attest/__init__.py",
     "citadel/attest/evidence.py",
     "citadel/engine/*.py",
+    "citadel/volume/*.py",  # encrypted volumes (imported only when a run mounts one)
 )
 
 Entry = Tuple[str, str]  # (key, host path)

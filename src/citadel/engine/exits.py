@@ -6,6 +6,8 @@ can tell an engine failure from the program's own ``sys.exit(n)`` with a small n
 
 from __future__ import annotations
 
+import sys
+
 from citadel.errors import (
     CitadelError,
     ImageError,
@@ -22,6 +24,7 @@ EXIT_NO_TEE = 69  # CITADEL_MODE=hw and no TEE was found
 EXIT_ENGINE = 70  # the engine cannot start: its own files differ from the measurement, ...
 EXIT_HEAP = 71  # the program ran out of heap (MemoryError)
 EXIT_SEALED_WRITE = 73  # the program tried to change a sealed file, and did not catch the refusal
+EXIT_VOLUME = 74  # a volume cannot be used or saved: rollback, conflict, tampering, wrong key, exit commit failed
 EXIT_VERIFICATION = 76  # evidence or a certificate did not verify
 EXIT_REFUSED = 77  # the guard refused an operation (a library, a program) and the program did not catch it
 EXIT_INTERRUPTED = 130  # Ctrl-C
@@ -44,4 +47,7 @@ def exit_code_for(exc: CitadelError) -> int:
         return EXIT_SEALED_WRITE
     if isinstance(exc, VerificationError):
         return EXIT_VERIFICATION
+    volume_errors = sys.modules.get("citadel.volume.errors")  # never loaded unless a volume was used
+    if volume_errors is not None and isinstance(exc, volume_errors.VolumeError):
+        return EXIT_VOLUME
     return EXIT_ENGINE

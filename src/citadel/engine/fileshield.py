@@ -33,9 +33,13 @@ import types
 from typing import Any, Callable, Dict, Optional
 
 from citadel.engine.memfd import fd_path, memfd_from_image
-from citadel.errors import ImageError, SealedFileReadOnly
+from citadel.errors import EngineError, ImageError, SealedFileReadOnly
 from citadel.seal.format import UNPROTECTED
 from citadel.seal.image import SealedImage
+
+MYPY = False
+if MYPY:  # only the type checker needs it
+    from citadel.engine.volumes import VolumeSet
 
 #: the unpatched functions, for the engine's own use
 original = types.SimpleNamespace(
@@ -268,43 +272,86 @@ _GUARDED = ("remove", "unlink", "rmdir", "mkdir", "rename", "replace", "truncate
             "link", "symlink")
 
 _installed: Optional[FileShield] = None
+_volumes_installed: Optional[Any] = None
 _install_lock = threading.Lock()
 
 
-def install(image: SealedImage) -> None:
-    """Put the file shield in place for ``image`` (once per process; again for it is a no-op)."""
-    global _installed
+def install(image: Optional[SealedImage], volumes: Optional[VolumeSet] = None) -> None:
+    """Put the file shield in place for ``image`` and the mounted ``volumes`` (once per process).
+
+    The image's half goes first; the volumes' half (`citadel.engine.volumeshield`) wraps it, so a
+    path under a mount path never reaches the image's checks and any other path costs the volume
+    half one prefix check. Installing again for the same image is a no-op.
+    """
+    global _installed, _volumes_installed
     with _install_lock:
-        if _installed is not None:
-            if _installed.image is image:
+        if image is not None:
+            if _installed is not None:
+                if _installed.image is not image:
+                    raise ImageError("the file shield is already installed for another image",
+                                     "start a new engine process for each image")
+            else:
+                _installed = _install_image(image)
+        if volumes is not None and volumes.mounts:
+            if _volumes_installed is not None:
+                if _volumes_installed.volumes is not volumes:
+                    raise EngineError("the file shield is already installed for other volumes",
+                                      "start a new engine process for each run")
                 return
-            raise ImageError("the file shield is already installed for another image",
-                             "start a new engine process for each image")
-        shield = FileShield(image)
-        builtins.open = io.open = shield_open = shield.open  # one object, as in CPython
-        io.open_code = shield.open_code
-        os.open = shield.os_open
-        os.stat = shield.stat
-        os.lstat = shield.lstat
-        os.access = shield.access
-        for name in _GUARDED:
-            setattr(os, name, shield.guard(name))
-        tokenize = sys.modules.get("tokenize")  # linecache reads source through tokenize's own open
-        if tokenize is not None and getattr(tokenize, "_builtin_open", None) is original.open:
-            tokenize._builtin_open = shield_open  # type: ignore[attr-defined]
-        _patch_pathlib_accessor()
-        _installed = shield
+            _volumes_installed = _install_volumes(volumes)
 
 
-def _patch_pathlib_accessor() -> None:
+def _install_image(image: SealedImage) -> FileShield:
+    shield = FileShield(image)
+    replacements = {"open": shield.open, "open_code": shield.open_code, "os_open": shield.os_open,
+                    "stat": shield.stat, "lstat": shield.lstat, "access": shield.access}
+    replacements.update({name: shield.guard(name) for name in _GUARDED})
+    _replace(replacements)
+    return shield
+
+
+def _install_volumes(volumes: VolumeSet) -> Any:
+    from citadel.engine.volumeshield import VolumeShield, previous_functions
+
+    shield = VolumeShield(volumes, previous_functions())
+    replacements = dict(shield.functions())
+    replacements["os_open"] = replacements.pop("open")
+    replacements.update({"open": shield.open, "open_code": shield.open_code})
+    _replace(replacements)
+    sys.addaudithook(shield.audit)  # what reaches a mount path without the wrappers is refused
+    return shield
+
+
+def _replace(replacements: Dict[str, Any]) -> None:
+    """Put each replacement in place: "open" (builtins.open and io.open, one object, as in CPython),
+    "open_code" (io.open_code), "os_open" (os.open), any other name os.<name>. Python's private
+    references to the functions replaced (tokenize's, pathlib's accessor on 3.9/3.10) follow."""
+    before: Dict[int, Any] = {}
+    if "open" in replacements:
+        before[id(builtins.open)] = replacements["open"]
+        builtins.open = io.open = replacements["open"]
+    if "open_code" in replacements:
+        before[id(io.open_code)] = replacements["open_code"]
+        io.open_code = replacements["open_code"]
+    for name, func in replacements.items():
+        if name in ("open", "open_code"):
+            continue
+        attr = "open" if name == "os_open" else name
+        before[id(getattr(os, attr))] = func
+        setattr(os, attr, func)
+    tokenize = sys.modules.get("tokenize")  # linecache reads source through tokenize's own open
+    old_open = getattr(tokenize, "_builtin_open", None) if tokenize is not None else None
+    if old_open is not None and id(old_open) in before:
+        tokenize._builtin_open = before[id(old_open)]  # type: ignore[union-attr]
+    _patch_pathlib_accessor(before)
+
+
+def _patch_pathlib_accessor(replacements: Dict[int, Any]) -> None:
     """Python 3.9/3.10 pathlib bound os/io functions at import time in ``_normal_accessor``."""
     pathlib = sys.modules.get("pathlib")
     accessor = getattr(pathlib, "_normal_accessor", None) if pathlib is not None else None
     if accessor is None:
         return
-    replacements = {id(getattr(original, name)): getattr(os, name) for name in _GUARDED + ("stat", "lstat")}
-    replacements[id(original.os_open)] = os.open
-    replacements[id(original.io_open)] = io.open
     for name in dir(type(accessor)):
         value = getattr(accessor, name, None)
         if id(value) in replacements:
@@ -312,5 +359,5 @@ def _patch_pathlib_accessor() -> None:
 
 
 def installed() -> Optional[FileShield]:
-    """The shield in place, if any."""
+    """The image's shield in place, if any."""
     return _installed

@@ -1,7 +1,8 @@
 """The engine's main sequence, after boot.py put the verifying importer in place.
 
 settings -> mode (TEE detection) -> hardening -> measurement -> CITADEL_HASH / CITADEL_VERSION
--> launch request -> image -> shields (guard, sealed importer, file shield) -> the program.
+-> launch request -> image -> volumes -> shields (guard, sealed importer, file shield) -> the program
+(-> the volumes' exit commit, from atexit).
 Every engine error ends here as two lines (cause, remedy) and an exit status from
 `citadel.engine.exits`; the program's own status passes through. Engine-safe, Python 3.9.
 """
@@ -24,6 +25,7 @@ if MYPY:  # typing costs start-up time; only the type checker needs it
     from typing import Optional
 
     from citadel.engine.request import LaunchRequest
+    from citadel.engine.volumes import VolumeSet
     from citadel.seal.image import SealedImage
 
 
@@ -85,19 +87,21 @@ def _run(base: TrustedBase, settings: Settings) -> int:
     _phase("image opened")
     if settings.version:
         _report(f"citadel: image: {image.tag} ({image.root})" if image is not None else "citadel: image: none")
+    volumes = _open_volumes(request, image) if request.volumes else None
+    if volumes is not None:
+        _phase("volumes opened")
+        if settings.version:
+            _report("\n".join(f"citadel: volume {name}: {m.volume.tag} ({m.volume.root} at {m.mount_path})"
+                              for name, m in zip(volumes.names, volumes.mounts)))
     if request.cwd is not None:
-        try:
-            os.chdir(request.cwd)
-        except OSError as exc:
-            raise EngineError(f"cannot change to the directory {request.cwd}: {exc.strerror}",
-                              "run citadel from a directory that exists") from None
-    _install_shields(base, settings, request, image)
+        _change_directory(request)
+    _install_shields(base, settings, request, image, volumes)
     _phase("shields installed; running the program")
 
     from citadel.engine import runner
 
     context = runner.Context(mode=decision.mode, tee=decision.tee, measurement=measurement,
-                             heap=settings.heap, image=image)
+                             heap=settings.heap, image=image, volumes=volumes)
     return runner.run(request, context)
 
 
@@ -120,22 +124,47 @@ def _open_image(request: LaunchRequest) -> SealedImage:
     return SealedImage.open(request.image or "", request.key, expected_tag=request.expected_tag)
 
 
+def _open_volumes(request: LaunchRequest, image: Optional[SealedImage]) -> VolumeSet:
+    """Open the request's volumes (the CAS flow will pass its own binder: key, latest tag, on_commit)."""
+    from citadel.engine.volumes import open_volumes
+
+    return open_volumes(request.volumes, image_root=image.root if image is not None else None)
+
+
+def _change_directory(request: LaunchRequest) -> None:
+    cwd = request.cwd or "/"
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        mount = next((v.mount for v in request.volumes
+                      if cwd == v.mount or cwd.startswith(v.mount.rstrip("/") + "/")), None)
+        if mount is not None:
+            raise EngineError(f"the working directory {cwd} is inside the volume mounted at {mount}, and it does "
+                              "not exist on the host", "create the directory on the host (it stays empty: the engine "
+                              "serves the volume there), or use a working directory outside the volume") from None
+        raise EngineError(f"cannot change to the directory {cwd}: {exc.strerror}",
+                          "run citadel from a directory that exists") from None
+
+
 def _install_shields(base: TrustedBase, settings: Settings, request: LaunchRequest,
-                     image: Optional[SealedImage]) -> None:
+                     image: Optional[SealedImage], volumes: Optional[VolumeSet]) -> None:
     from citadel.engine import guard
 
     guard.install(base, allow_dlopen=settings.allow_dlopen)
-    if image is None:
+    if image is None and volumes is None:
         return
-    from citadel.engine import fileshield, importer
+    from citadel.engine import fileshield
 
-    entry_dir: Optional[str] = ""
-    if request.kind == "script":
-        from citadel.engine.runner import script_relpath
+    if image is not None:
+        from citadel.engine import importer
 
-        entry_dir = script_relpath(image, request.argv[0], request.cwd).rpartition("/")[0]
-    importer.install(image, entry_dir=entry_dir)
-    fileshield.install(image)
+        entry_dir: Optional[str] = ""
+        if request.kind == "script":
+            from citadel.engine.runner import script_relpath
+
+            entry_dir = script_relpath(image, request.argv[0], request.cwd).rpartition("/")[0]
+        importer.install(image, entry_dir=entry_dir)
+    fileshield.install(image, volumes)
 
 
 def _print_version(settings: Settings, decision: tee.ModeDecision, measurement: str, base: TrustedBase) -> None:

@@ -19,6 +19,12 @@ if MYPY:  # typing costs start-up time; only the type checker needs it
 REQUEST_VERSION = 1
 MAX_REQUEST_BYTES = 1 << 20
 _HEX = frozenset("0123456789abcdefABCDEF")
+ROLLBACK_PROTECTED = "rollback-protected"  # every commit is a compare-and-swap of the volume's tag
+EPHEMERAL = "ephemeral"  # no tag store: the host's copy is trusted as it is (no rollback protection)
+VOLUME_POLICIES = (ROLLBACK_PROTECTED, EPHEMERAL)
+_VOLUME_FIELDS = frozenset({"name", "host_dir", "mount", "key", "expected_tag", "policy", "tag_store", "create",
+                            "read_only"})
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 _REMEDY = "start programs with `citadel run` or `citadel python`; the engine is not meant to be run by hand"
 
 
@@ -29,11 +35,13 @@ class LaunchRequest:
     the engine replaces ``argv[0]`` (the script's host path, the module's file, "-c", "").
     """
 
-    __slots__ = ("image", "key", "expected_tag", "argv", "module", "interactive", "cwd", "command", "cas")
+    __slots__ = ("image", "key", "expected_tag", "argv", "module", "interactive", "cwd", "command", "cas",
+                 "volumes")
 
     def __init__(self, *, image: Optional[str], key: Optional[bytes], expected_tag: Optional[str],
                  argv: List[str], module: Optional[str], interactive: bool, cwd: Optional[str],
-                 command: Optional[str] = None, cas: Optional[Dict[str, Any]] = None) -> None:
+                 command: Optional[str] = None, cas: Optional[Dict[str, Any]] = None,
+                 volumes: Optional[List[VolumeSpec]] = None) -> None:
         self.image = image
         self.key = key
         self.expected_tag = expected_tag
@@ -43,10 +51,11 @@ class LaunchRequest:
         self.cwd = cwd
         self.command = command  # like `python -c`
         self.cas = cas
+        self.volumes: List[VolumeSpec] = list(volumes or [])
 
     def __repr__(self) -> str:  # never the key
         return (f"LaunchRequest(kind={self.kind!r}, image={self.image!r}, argv={self.argv!r}, "
-                f"module={self.module!r}, cwd={self.cwd!r})")
+                f"module={self.module!r}, cwd={self.cwd!r}, volumes={self.volumes!r})")
 
     @property
     def kind(self) -> str:
@@ -137,8 +146,113 @@ def parse_request(raw: bytes) -> LaunchRequest:
     if not chosen and image is None:
         raise UsageError(f"the script {argv[0]!r} can only be run from a sealed image",
                          "seal the application with `citadel seal` and pass --image")
+    volumes = _volumes(doc.get("volumes"), cas is not None)
     return LaunchRequest(image=image, key=key, expected_tag=tag.lower() if tag else None, argv=list(argv),
-                         module=module, interactive=interactive, cwd=cwd, command=command, cas=cas)
+                         module=module, interactive=interactive, cwd=cwd, command=command, cas=cas,
+                         volumes=volumes)
+
+
+class VolumeSpec:
+    """One volume of the launch request: where it is on the host, where the program sees it, how it is
+    protected. ``key`` is None only in the CAS flow, where the CAS releases it (docs/engine.md)."""
+
+    __slots__ = ("name", "host_dir", "mount", "key", "expected_tag", "policy", "tag_store", "create", "read_only")
+
+    def __init__(self, *, name: str, host_dir: str, mount: str, key: Optional[bytes],
+                 expected_tag: Optional[str] = None, policy: str = ROLLBACK_PROTECTED,
+                 tag_store: Optional[str] = None, create: bool = False, read_only: bool = False) -> None:
+        self.name = name
+        self.host_dir = host_dir
+        self.mount = mount
+        self.key = key
+        self.expected_tag = expected_tag
+        self.policy = policy
+        self.tag_store = tag_store
+        self.create = create
+        self.read_only = read_only
+
+    def __repr__(self) -> str:  # never the key
+        return (f"VolumeSpec(name={self.name!r}, host_dir={self.host_dir!r}, mount={self.mount!r}, "
+                f"policy={self.policy!r}, tag_store={self.tag_store!r}, create={self.create}, "
+                f"read_only={self.read_only})")
+
+
+def _volumes(value: Any, cas: bool) -> List[VolumeSpec]:
+    """The request's "volumes": a list of objects with the fields of `VolumeSpec` (docs/engine.md)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise UsageError("the launch request's 'volumes' is not a list", _REMEDY)
+    specs: List[VolumeSpec] = []
+    for index, item in enumerate(value):
+        spec = _volume(item, index, cas)
+        if any(other.name == spec.name for other in specs):
+            raise UsageError(f"the launch request names the volume {spec.name!r} twice", "give each volume one name")
+        specs.append(spec)
+    return specs
+
+
+def _volume(item: Any, index: int, cas: bool) -> VolumeSpec:
+    if not isinstance(item, dict):
+        raise UsageError(f"volume {index} of the launch request is not an object", _REMEDY)
+    name = item.get("name")
+    if not isinstance(name, str) or not _is_volume_name(name):
+        raise UsageError(f"volume {index} of the launch request has no valid name ({name!r})",
+                         "name volumes with letters, digits, '.', '_' and '-' (at most 128), e.g. input")
+    what = f"volume {name!r} of the launch request"
+    unknown = sorted(set(item) - _VOLUME_FIELDS)
+    if unknown:
+        raise UsageError(f"{what} has an unknown field {unknown[0]!r}", _REMEDY)
+    host_dir = _abs_path(item, "host_dir", what)
+    mount = _abs_path(item, "mount", what)
+    if host_dir is None or mount is None:
+        raise UsageError(f"{what} needs both 'host_dir' and 'mount'", _REMEDY)
+    if mount == "/":
+        raise UsageError(f"{what} is mounted at '/'", "mount volumes at a directory such as /data/out")
+    key_text = item.get("key")
+    if key_text is None and not cas:
+        raise UsageError(f"{what} has no key", "pass the volume's key file (--volume-key NAME=FILE)")
+    if key_text is not None and (not isinstance(key_text, str) or len(key_text) != 64 or not set(key_text) <= _HEX):
+        raise UsageError(f"the key of {what} is not 64 hex digits",
+                         "pass the key file written by `citadel volume create`")
+    tag = item.get("expected_tag")
+    if tag is not None and (not isinstance(tag, str) or len(tag) != 64 or not set(tag) <= _HEX):
+        raise UsageError(f"the expected tag of {what} is not 64 hex digits", "copy the tag `citadel volume` printed")
+    policy = item.get("policy", ROLLBACK_PROTECTED)
+    if policy not in VOLUME_POLICIES:
+        raise UsageError(f"the policy of {what} is {policy!r}", f"use one of {', '.join(VOLUME_POLICIES)}")
+    tag_store = _abs_path(item, "tag_store", what)
+    if tag_store is not None and policy == EPHEMERAL:
+        raise UsageError(f"{what} is ephemeral but names a tag store",
+                         "drop the tag store, or make the volume rollback-protected")
+    create, read_only = _flag(item, "create", what), _flag(item, "read_only", what)
+    if create and read_only:
+        raise UsageError(f"{what} is to be created but is read-only", "create it in a writable run first")
+    return VolumeSpec(name=name, host_dir=host_dir, mount=mount,
+                      key=bytes.fromhex(key_text) if key_text is not None else None,
+                      expected_tag=tag.lower() if tag else None, policy=policy, tag_store=tag_store,
+                      create=create, read_only=read_only)
+
+
+def _is_volume_name(name: str) -> bool:
+    """The CAS's volume names: ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ (without importing re at start-up)."""
+    return 0 < len(name) <= 128 and name[0] not in "._-" and set(name) <= _NAME_CHARS
+
+
+def _abs_path(item: Dict[str, Any], field: str, what: str) -> Optional[str]:
+    value = item.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        raise UsageError(f"the {field!r} of {what} is not an absolute path ({value!r})", _REMEDY)
+    return os.path.normpath(value)
+
+
+def _flag(item: Dict[str, Any], field: str, what: str) -> bool:
+    value = item.get(field, False)
+    if not isinstance(value, bool):
+        raise UsageError(f"the {field!r} of {what} is not true or false", _REMEDY)
+    return value
 
 
 def _optional_str(doc: Dict[str, Any], name: str) -> Optional[str]:

@@ -4,7 +4,8 @@ A script runs as ``__main__`` with ``sys.argv = [script, *args]`` (like ``python
 module like ``python -m`` (runpy), a command like ``python -c``, or an interactive console with a
 banner that says the mode and the measurement. The program's own exit status passes through;
 an uncaught exception prints the usual traceback and exits 1, as python does, except for
-Citadel's refusals (one cause line, one remedy line) and MemoryError (heap advice).
+Citadel's refusals (one cause line, one remedy line) and MemoryError (heap advice). Mounted
+volumes are committed after the program, whichever way it ended (`citadel.engine.volumes`).
 Engine-safe: stdlib only, Python 3.9.
 """
 
@@ -27,21 +28,23 @@ MYPY = False
 if MYPY:  # typing costs start-up time; only the type checker needs it
     from typing import Any, Callable, List, Optional, Tuple
 
+    from citadel.engine.volumes import VolumeSet
     from citadel.seal.image import SealedImage
 
 
 class Context:
     """What the runner needs to know about the engine it runs in."""
 
-    __slots__ = ("mode", "tee", "measurement", "heap", "image")
+    __slots__ = ("mode", "tee", "measurement", "heap", "image", "volumes")
 
     def __init__(self, *, mode: str, tee: Optional[str], measurement: str, heap: Optional[int],
-                 image: Optional[SealedImage]) -> None:
+                 image: Optional[SealedImage], volumes: Optional[VolumeSet] = None) -> None:
         self.mode = mode
         self.tee = tee
         self.measurement = measurement
         self.heap = heap
         self.image = image
+        self.volumes = volumes  # committed and closed at exit (atexit), however the program ends
 
 
 def run(request: LaunchRequest, context: Context) -> int:
@@ -192,6 +195,8 @@ def _guarded(body: Callable[[], Any], context: Context) -> int:
             head, _, rest = cause.partition("\n")
             cause = f"{head} ({where})" + (f"\n{rest}" if rest else "")
         _write(cause + "\n")
+        if context.volumes is not None:
+            context.volumes.reported(exc)  # the exit commit does not print a failed volume's error again
         return exits.exit_code_for(exc)
     except KeyboardInterrupt as exc:
         _print_traceback(exc)

@@ -1,8 +1,8 @@
 """Start the engine as an isolated interpreter and hand it its job through a pipe.
 
-The job (image, key, program) travels as a JSON launch request through a pipe whose read end
-the engine inherits (CITADEL_LAUNCH_FD), so the key never appears in argv or the environment
-(docs/engine.md). The engine reports its own errors; the launcher only explains signals.
+The job (image, key, program, volumes with their keys) travels as a JSON launch request through
+a pipe whose read end the engine inherits (CITADEL_LAUNCH_FD), so no key ever appears in argv or
+the environment (docs/engine.md). The engine reports its own errors; the launcher only explains signals.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Dict, List, Mapping, NamedTuple, Optional
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 
 from citadel.engine.command import engine_command, engine_environment
 from citadel.launch.advice import advice_for, exit_status
@@ -28,7 +28,8 @@ class LaunchJob:
 
     def __init__(self, argv: Optional[List[str]] = None, module: Optional[str] = None, interactive: bool = False,
                  image: Optional[str] = None, key: Optional[bytes] = None, expected_tag: Optional[str] = None,
-                 cwd: Optional[str] = None, cas: Optional[Dict[str, str]] = None) -> None:
+                 cwd: Optional[str] = None, cas: Optional[Dict[str, str]] = None,
+                 volumes: Optional[List[Dict[str, Any]]] = None) -> None:
         self.argv: List[str] = list(argv or [])  # script (or module) and its arguments
         self.module = module  # run like `python -m module`
         self.interactive = interactive
@@ -37,9 +38,11 @@ class LaunchJob:
         self.expected_tag = expected_tag
         self.cwd = cwd or os.getcwd()
         self.cas = cas  # where to attest and which configuration to ask for (the CAS flow)
+        # volumes to mount: the launch request's "volumes" entries (docs/engine.md); keys travel only here
+        self.volumes: List[Dict[str, Any]] = list(volumes or [])
 
     def request(self) -> bytes:
-        doc = {
+        doc: Dict[str, Any] = {
             "version": LAUNCH_REQUEST_VERSION,
             "image": os.path.abspath(self.image) if self.image else None,
             "key": self.key.hex() if self.key else None,
@@ -51,6 +54,8 @@ class LaunchJob:
         }
         if self.cas is not None:
             doc["cas"] = self.cas
+        if self.volumes:
+            doc["volumes"] = self.volumes
         return json.dumps(doc).encode()
 
 

@@ -5,6 +5,7 @@ directories are encrypted volumes mounted at /data/in and /data/out, so the host
 but can neither read it, change it, nor hand the program an older copy.
 
 usage: python summarize.py [INPUT_DIR [OUTPUT_DIR]]    (default: /data/in /data/out)
+(it runs unsealed on plain directories too: python app/summarize.py input results)
 """
 
 from __future__ import annotations
