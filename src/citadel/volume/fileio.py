@@ -6,8 +6,8 @@ text, seek/tell/truncate. Buffered binary files are `VolumeFile`, an `io.Buffere
 subclass for every mode, so libraries that take a fast path for real OS files (numpy's
 ``tofile``/``fromfile``) see an ordinary Python file object and use its methods instead.
 
-``fileno()`` returns a token: a real descriptor of the directory "/" (reads and writes on it fail
-loudly; it is never data). `file_for_fd` maps a token back to its file so the engine's file
+``fileno()`` returns a token: an O_PATH descriptor of /dev/null (reads, writes and directory-relative
+calls on it fail loudly; it is never data). `file_for_fd` maps a token back to its file so the engine's file
 shield can route ``os.fsync(fd)``, ``os.fstat(fd)`` and ``os.close(fd)``; ``os.fsync`` of a volume
 file commits the volume.
 """
@@ -78,7 +78,10 @@ class VolumeRawFile(io.RawIOBase):
     def fileno(self) -> int:
         self._checkClosed()
         if self._token is None:
-            self._token = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            # A descriptor that can do nothing by itself (O_PATH of /dev/null: no read, no write,
+            # not a directory for *at() calls), so code that bypasses the shield fails loudly
+            # instead of touching the host through it.
+            self._token = os.open(os.devnull, getattr(os, "O_PATH", os.O_RDONLY) | os.O_CLOEXEC)
             with _TOKENS_LOCK:
                 _TOKENS[self._token] = weakref.ref(self)
         return self._token
