@@ -176,6 +176,8 @@ def test_platforms_only_by_operators(deployment: Any) -> None:
 
 def test_audit_log_verifies(deployment: Any) -> None:
     server = deployment.server
+    for index in range(3):  # audited changes of its own: the test must not depend on the others' order
+        _create(deployment, f"audited-{index}")
     args = ["cas", "audit", "verify", "--state-dir", str(server.state_dir), "--json"]
     if server.db_url:
         args += ["--db-url", server.db_url]
