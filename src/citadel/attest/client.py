@@ -18,6 +18,14 @@ Typical use in the engine::
     config = attest_and_fetch(os.environ["CITADEL_CAS_ADDR"], os.environ["CITADEL_CONFIG_ID"],
                               pinned_fingerprint, provider, kind="sim")
     image = SealedImage.open(root, config.image_key, expected_tag=config.image_tag)
+
+Volumes (docs/volumes.md, section 14): the release carries each volume's key, latest tag and a
+commit token; `CasVolumeTagStore` (volume_client.py) is the CAS as the volumes' tag store::
+
+    store = CasVolumeTagStore.from_release(cas_addr, pinned_fingerprint, config)
+    for rv in config.released_volumes():
+        on_commit = store.on_commit(rv.name) if rv.rollback_protected else None
+        vol = Volume.open(host_dir, rv.key, expected_tag=rv.expected_tag, on_commit=on_commit, create=True)
 """
 
 from __future__ import annotations
@@ -32,13 +40,16 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from citadel.attest import binding
 from citadel.errors import CitadelError
+
+if TYPE_CHECKING:  # volume_client imports this module
+    from citadel.attest.volume_client import ReleasedVolume
 
 DEFAULT_PORT = 8443
 RELEASE_VERSION = 1
@@ -336,6 +347,12 @@ class ReleasedConfig:
         """The policy's argv, plus the host's arguments only if the policy passes them through."""
         return list(self.argv) + (list(host_args) if self.host_arguments else [])
 
+    def released_volumes(self) -> List[ReleasedVolume]:
+        """The volumes this service mounts, with their keys, latest tags and commit tokens."""
+        from citadel.attest.volume_client import parse_volumes
+
+        return parse_volumes(self.volumes)
+
 
 def parse_release(plaintext: bytes, expected_config_id: str) -> ReleasedConfig:
     """Decode the decrypted release document; any deviation is a protocol error."""
@@ -447,3 +464,26 @@ def attest_and_fetch(
     """
     with CasClient(cas_addr, fingerprint, timeout=timeout) as client:
         return client.attest(config_id, provider, kind=kind, collateral=collateral)
+
+
+# The CAS as the volumes' tag store lives in volume_client.py; its names are also reachable here.
+_VOLUME_NAMES = frozenset(
+    {
+        "CasVolumeTagStore",
+        "ReleasedVolume",
+        "VolumeCommitUnknown",
+        "VolumeTagRefused",
+        "commit_volume_tag",
+        "parse_volumes",
+        "post_volume_commit",
+        "volume_commit_answer",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _VOLUME_NAMES:
+        from citadel.attest import volume_client
+
+        return getattr(volume_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from citadel import __version__
 from citadel.cas.errors import CasServiceError
 from citadel.cas.metrics import Metrics
-from citadel.cas.routers import attest, audit, health, platforms, sessions
+from citadel.cas.routers import attest, audit, health, platforms, sessions, volumes
 from citadel.cas.services.context import CasContext, build_context
 from citadel.cas.settings import CasSettings
 from citadel.errors import CitadelError
@@ -156,6 +156,7 @@ def create_app(
         sessions.router,
         platforms.router,
         audit.router,
+        volumes.router,
         *extra_routers,
     ):
         app.include_router(router)

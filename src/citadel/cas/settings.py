@@ -14,6 +14,7 @@ from citadel.cas.errors import StateError
 from citadel.cas.storage.db import sqlite_url
 
 DEFAULT_PORT = 8443
+HARDWARE_KINDS = ("sgx", "tdx", "snp", "tpm")
 
 
 def default_state_dir() -> Path:
@@ -37,6 +38,7 @@ class CasSettings(BaseModel):
     workers: int = Field(1, ge=1, le=64)
     log_level: str = "info"
     trust: Dict[str, Dict[str, Any]] = Field(default_factory=dict)  # per evidence kind: verifier arguments
+    collateral: Optional[Path] = None  # the collateral cache directory (Intel PCS / AMD KDS files)
 
     @field_validator("operators")
     @classmethod
@@ -45,6 +47,13 @@ class CasSettings(BaseModel):
             if not IDENTITY.match(item):
                 raise ValueError(f"{item!r} is not a client identity (ed25519:<64 hex>)")
         return value
+
+    @field_validator("collateral")
+    @classmethod
+    def _collateral_dir(cls, value: Optional[Path]) -> Optional[Path]:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{str(value)!r} is not a directory (fill one with `citadel collateral fetch`)")
+        return value.resolve() if value is not None else None
 
     @field_validator("log_level")
     @classmethod
@@ -93,6 +102,30 @@ def load_trust(path: Optional[Path]) -> Dict[str, Dict[str, Any]]:
     if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
         raise StateError(
             f"the trust file {str(path)!r} is not an object of objects",
-            'for example {"tpm": {"ek_roots": "/etc/citadel/tpm-roots.pem"}}',
+            'for example {"sgx": {"root": "/etc/citadel/intel-root.pem"}, "tpm": {"trusted_aks": ["<PEM>"]}}',
         )
+    for kind, arguments in doc.items():
+        check_trust(kind, arguments, path)
     return doc
+
+
+def check_trust(kind: str, arguments: Dict[str, Any], path: Path) -> None:
+    """Build the verifier once, so a bad trust file stops the CAS at start, not each attestation."""
+    from citadel.attest import registry
+    from citadel.errors import CitadelError
+
+    if kind not in HARDWARE_KINDS:
+        raise StateError(
+            f"the trust file {str(path)!r} configures {kind!r}, which is not a hardware evidence kind",
+            f"use {', '.join(HARDWARE_KINDS)} (sim platforms are registered with `citadel platform add`)",
+        )
+    try:
+        registry.verifier_for(kind, **arguments)
+    except TypeError as exc:
+        raise StateError(
+            f"the trust file's {kind!r} arguments do not fit its verifier: {exc}", "see docs/cas.md, --trust"
+        ) from None
+    except CitadelError as exc:
+        raise StateError(
+            f"the trust file's {kind!r} anchors are unusable: {exc.cause}", "fix the trust file (docs/cas.md, --trust)"
+        ) from None

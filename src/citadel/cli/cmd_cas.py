@@ -8,6 +8,7 @@ examples:
   citadel cas serve                                  # state in ~/.local/share/citadel/cas, SQLite
   citadel cas serve --port 9443 --state-dir /var/lib/citadel-cas
   citadel cas serve --db-url postgresql://cas@db/cas --master-key-file /run/secrets/cas.key --workers 2
+  citadel cas serve --collateral /var/cache/citadel/collateral --trust trust.json   # hardware evidence
   citadel cas fingerprint                            # what clients give as --cas-fingerprint
   citadel cas audit verify                           # check the audit log's hash chain
 """
@@ -66,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--nonce-ttl", type=float, default=60.0, help="seconds a nonce stays valid (default 60)")
     p.add_argument("--trust", type=Path, metavar="JSON", help="trust anchors of the hardware verifiers, per kind")
+    p.add_argument(
+        "--collateral",
+        type=Path,
+        metavar="DIR",
+        help="collateral cache for SGX/TDX/SEV-SNP evidence (`citadel collateral fetch` fills it; never fetched)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p = sub.add_parser("fingerprint", help="print the fingerprint clients pin")
     p.add_argument("--state-dir", type=Path, metavar="DIR", help="the CAS's state directory")
@@ -112,6 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
         nonce_ttl=args.nonce_ttl,
         log_level=args.log_level,
         trust=load_trust(args.trust),
+        collateral=args.collateral,
     )
 
     def ready(url: str, tls: Any) -> None:
@@ -122,6 +130,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"TLS fingerprint (clients pin this): {format_fingerprint(tls.fingerprint)}", flush=True)
         print(f"state: {settings.state_dir}  database: {database}", flush=True)
         print(f"operators: {', '.join(operators)}", flush=True)
+        if settings.collateral is not None:
+            print(f"collateral cache: {settings.collateral}", flush=True)
 
     serve(settings, on_ready=ready)
     return 0

@@ -5,11 +5,19 @@ plaintext files in before a run (`import`) and takes results out after it (`expo
 volume's key. With --tag-store, every commit is a compare-and-swap of the volume's tag in that
 file (the local stand-in for the CAS) and an older copy of the volume is refused.
 
+With --config-id SESSION[/SERVICE] --volume NAME the CAS holds the key and the latest tag: the
+command asks it for both as a signed client (readers of the session may show and export,
+updaters may create and import), refuses any state but the latest, and records each new tag
+with the CAS's compare-and-swap.
+
 examples:
   citadel volume create ./vol-in --key-file in.key
   citadel volume import ./vol-in data/ --key-file in.key
   citadel volume show ./vol-in --key-file in.key --verify
   citadel volume export ./vol-out ./results --key-file out.key
+  citadel volume create ./vol-in --config-id demo/app --volume inputs --cas https://cas:8443
+  citadel volume import ./vol-in data/ --config-id demo/app --volume inputs
+  citadel volume export ./vol-out ./results --config-id demo/app --volume results
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ import os
 import sys
 from typing import Callable, List, Optional, Tuple
 
+from citadel.cli.cmd_session import add_client_arguments
 from citadel.cli.output import emit_json, info
 from citadel.errors import UsageError
-from citadel.volume import LocalTagStore, Volume, parse_key
+from citadel.volume import LocalTagStore, Volume, VolumeError, parse_key
 from citadel.volume.format import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from citadel.volume.transfer import describe, export_tree, import_path, kept_states
 
@@ -32,12 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("volume", metavar="DIR", help="the volume's directory")
-        p.add_argument("--key-file", required=True, metavar="FILE",
+        p.add_argument("--key-file", metavar="FILE",
                        help="the volume key (64 hex digits); `create` writes a new one (mode 0600) if absent")
         p.add_argument("--tag-store", metavar="FILE",
                        help="local tag store file: refuse older states and record each new tag")
         p.add_argument("--name", help="the volume's name in the tag store (default: the directory's name)")
         p.add_argument("--json", action="store_true", help="print a JSON object for scripts")
+        p.add_argument("--config-id", metavar="SESSION[/SERVICE]",
+                       help="the CAS holds this volume's key and latest tag (instead of --key-file)")
+        p.add_argument("--volume", metavar="NAME", dest="cas_volume",
+                       help="the volume's name in the session (with --config-id)")
+        add_client_arguments(p)
 
     create = sub.add_parser("create", help="make a new, empty volume")
     common(create)
@@ -97,9 +111,22 @@ def _tags(args: argparse.Namespace) -> Tuple[Optional[str], Optional[Callable[[s
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.config_id is None:
+        if args.cas_volume or args.cas or args.cas_fingerprint:
+            raise UsageError("--volume, --cas and --cas-fingerprint go with --config-id", "add --config-id SESSION")
+        if not args.key_file:
+            raise UsageError("the volume's key is needed", "pass --key-file FILE, or --config-id and --volume "
+                             "to ask the CAS for it")
+        return _run(args, _key(args.key_file, create=args.action == "create"), *_tags(args))
+    with _CasVolume(args) as cas:
+        status = _run(args, cas.key, cas.expected(args), cas.on_commit())
+    cas.finish()
+    return status
+
+
+def _run(args: argparse.Namespace, key: bytes, expected: Optional[str],
+         on_commit: Optional[Callable[[str, str], None]]) -> int:
     action = args.action
-    key = _key(args.key_file, create=action == "create")
-    expected, on_commit = _tags(args)
     if action == "create":
         if not 0 < args.chunk_size <= MAX_CHUNK_SIZE:
             raise UsageError(f"--chunk-size must be between 1 and {MAX_CHUNK_SIZE}", "use the default, 65536")
@@ -127,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         info(f"citadel: imported {files} file(s), {total} bytes")
         return _done(args, {"volume": vol.root, "tag": vol.tag, "files": files, "bytes": total}, vol.tag)
     if action == "export":
-        if args.state and expected:
+        if args.state and expected and not args.config_id:
             raise UsageError("--state exports a kept state; it cannot be combined with the latest tag",
                              "drop --state, or drop --tag-store/--expected-tag")
         with Volume.open(args.volume, key, expected_tag=args.state or expected, read_only=True) as vol:
@@ -136,6 +163,80 @@ def run(args: argparse.Namespace) -> int:
         return _done(args, {"dest": args.dest, "tag": vol.tag, "files": result.files, "bytes": result.bytes},
                      vol.tag)
     raise UsageError(f"unknown action {action!r}", "see `citadel volume --help`")
+
+
+class _CasVolume:
+    """The CAS's part in one owner command: the key and latest tag it gave, and its compare-and-swap.
+
+    The request is signed with the client key; the session's access policy decides (read access
+    for show and export, update access for create and import), and the CAS audits it.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from urllib.parse import quote
+
+        from citadel.cli.cmd_session import open_client
+
+        if args.key_file or args.tag_store:
+            raise UsageError("--config-id takes the key and the latest tag from the CAS",
+                             "drop --key-file and --tag-store (or drop --config-id)")
+        parts = args.config_id.split("/")
+        if len(parts) > 2 or not args.cas_volume:
+            raise UsageError("--config-id is SESSION or SESSION/SERVICE, and --volume NAME is needed with it",
+                             "for example --config-id demo/app --volume results")
+        self.session, self.volume = parts[0], args.cas_volume
+        self.path = f"/v1/sessions/{quote(self.session, safe='')}/volumes/{quote(self.volume, safe='')}"
+        self.client, self.endpoint = open_client(args)
+        self.action = args.action
+        self.recorded: Optional[int] = None
+        access = "update" if args.action in ("create", "import") else "read"
+        try:
+            self.grant = self.client.transport.call(
+                "POST", self.path + "/key", {"access": access, "service": parts[1] if len(parts) == 2 else None})
+            self.key = parse_key(str(self.grant["key"]))
+        except BaseException:
+            self.client.close()
+            raise
+
+    def __enter__(self) -> _CasVolume:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
+    def expected(self, args: argparse.Namespace) -> Optional[str]:
+        """The tag to insist on: the CAS's latest (None for a volume it never recorded, or ephemeral)."""
+        tag = self.grant.get("tag")
+        if self.action == "create" and tag:
+            raise VolumeError(f"volume {self.volume!r} of session {self.session!r} already exists: the CAS "
+                             f"records its tag {tag}", "import into its directory with `citadel volume import`")
+        given = getattr(args, "expected_tag", None)
+        if given and tag and given.lower() != tag:
+            raise UsageError("--expected-tag differs from the CAS's latest tag", "drop --expected-tag; the CAS decides")
+        return str(tag) if tag else None
+
+    def on_commit(self) -> Optional[Callable[[str, str], None]]:
+        """The CAS's compare-and-swap (None for an ephemeral volume: the CAS records no tag)."""
+        from citadel.attest.client import post_volume_commit
+
+        if self.grant.get("update_policy") != "rollback-protected":
+            return None
+
+        def swap(old_tag: str, new_tag: str) -> None:
+            doc = {"old_tag": old_tag, "new_tag": new_tag, "base_generation": self.grant.get("generation")}
+            answer = post_volume_commit(self.client.transport, self.path + "/commit", doc, self.volume)
+            self.recorded = int(answer["generation"])
+
+        return swap
+
+    def finish(self) -> None:
+        from citadel.cas import clientconf
+
+        if self.endpoint.explicit:
+            clientconf.remember(self.endpoint)
+        if self.recorded is not None:
+            info(f"citadel: the CAS recorded the new state of volume {self.volume!r} of session "
+                 f"{self.session!r} (commit {self.recorded})")
 
 
 def _done(args: argparse.Namespace, doc: dict, tag: str) -> int:

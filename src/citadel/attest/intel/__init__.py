@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from citadel.attest.intel.policy import check_tolerances
 from citadel.attest.intel.store import load_collateral
 from citadel.attest.intel.verify import SgxVerifier, TdxVerifier, load_trusted_root
+from citadel.attest.policy import check_tolerances
 
 __all__ = ["SgxVerifier", "TdxVerifier", "check_tolerances", "load_collateral", "load_trusted_root"]

@@ -8,7 +8,7 @@ signature under the attestation key [quote.attestation_key, quote.signature]; th
 is given, the CRLs and revocation, the TCB info and QE identity signatures and windows, and TCB
 evaluation [collateral.*, crl.*, pck.revoked, tcb_signing.*, tcb_info.*, qe_identity.*,
 tdx_module.mismatch, tcb.unsupported]. Without collateral the TCB is not evaluated and `tcb_status`
-is "n/a" (a policy must decide whether that is acceptable; see `policy.check_tolerances`).
+is "n/a" (a policy must decide whether that is acceptable; see `citadel.attest.policy.check_tolerances`).
 Engine-safe: stdlib + `cryptography`, Python 3.9.
 """
 

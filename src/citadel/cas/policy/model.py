@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-_PYTHON = re.compile(r"^(.*/)?(python|python3|python3\.\d+|pypy3?)$")
+from citadel.cas.policy.references import KindRefs, refs_from_section
 
-# TCB states a verifier reports -> tolerances a policy needs for them (Revoked: never acceptable)
-TCB_TOLERANCES: Dict[str, Tuple[str, ...]] = {
-    "UpToDate": (),
-    "n/a": (),
-    "SWHardeningNeeded": ("sw-hardening-needed",),
-    "ConfigurationNeeded": ("configuration-needed",),
-    "ConfigurationAndSWHardeningNeeded": ("configuration-needed", "sw-hardening-needed"),
-    "OutOfDate": ("outdated-tcb",),
-    "OutOfDateConfigurationNeeded": ("outdated-tcb", "configuration-needed"),
-}
+_PYTHON = re.compile(r"^(.*/)?(python|python3|python3\.\d+|pypy3?)$")
 
 
 def split_command(command: Any) -> Tuple[List[str], Optional[str]]:
@@ -44,8 +35,22 @@ def split_command(command: Any) -> Tuple[List[str], Optional[str]]:
 class Attestation:
     tee: Tuple[str, ...]
     measurements: Tuple[Mapping[str, str], ...]
-    tolerate: Tuple[str, ...]
+    tolerate: Tuple[str, ...]  # tolerance names
     platforms: Optional[Tuple[str, ...]]
+    refs: Mapping[str, KindRefs] = field(default_factory=dict)  # kind -> its reference values
+    advisories: Tuple[str, ...] = ()  # advisory ids tolerated ("*": any)
+
+    @classmethod
+    def from_doc(cls, att: Mapping[str, Any]) -> Attestation:
+        tolerate = att.get("tolerate", [])
+        return cls(
+            tee=tuple(att["tee"]),
+            measurements=tuple(att.get("measurements", [])),
+            tolerate=tuple(t for t in tolerate if isinstance(t, str)),
+            platforms=tuple(att["platforms"]) if att.get("platforms") else None,
+            refs={kind: refs_from_section(kind, att[kind]) for kind in ("sgx", "tdx", "snp", "tpm") if att.get(kind)},
+            advisories=tuple(a for t in tolerate if isinstance(t, dict) for a in t.get("advisories", [])),
+        )
 
 
 @dataclass(frozen=True)
@@ -94,12 +99,7 @@ class Policy:
                 pwd=raw.get("pwd"),
                 image_key=raw["image"]["key"],
                 image_tag=raw["image"].get("tag"),
-                attestation=Attestation(
-                    tee=tuple(att["tee"]),
-                    measurements=tuple(att["measurements"]),
-                    tolerate=tuple(att["tolerate"]),
-                    platforms=tuple(att["platforms"]) if att.get("platforms") else None,
-                ),
+                attestation=Attestation.from_doc(att),
                 inject_files=list(raw["inject_files"]),
                 volumes=list(raw["volumes"]),
             )

@@ -17,7 +17,8 @@ import jsonschema
 
 from citadel.cas import secrets as secretlib
 from citadel.cas.errors import PolicyInvalid
-from citadel.cas.policy import refs, yamlsrc
+from citadel.cas.policy import kinds, refs, yamlsrc
+from citadel.cas.policy import volumes as volume_rules
 from citadel.cas.policy.model import Policy, split_command
 from citadel.cas.policy.schema import SCHEMA
 from citadel.cas.policy.yamlsrc import Path
@@ -104,8 +105,11 @@ def _error_path(error: jsonschema.ValidationError) -> Path:
 def _schema_message(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         return error.message.replace("Additional properties are not allowed", "unknown field(s)")
+    alternatives = error.context or []
+    if error.validator in ("anyOf", "oneOf") and alternatives and all(e.validator == "required" for e in alternatives):
+        return "needs one of the fields " + ", ".join(repr(e.schema["required"][0]) for e in error.context)
     if error.validator == "oneOf" and error.context:
-        best = min(error.context, key=lambda e: len(e.path))
+        best = max(error.context, key=lambda e: len(e.path))  # the branch that got furthest (first on ties)
         return best.message if error.schema.get("required") is None else error.message
     return error.message
 
@@ -140,6 +144,7 @@ def _semantic(doc: Dict[str, Any], issues: _Issues) -> None:
         for name, value in svc.get("environment", {}).items():
             _check_text(value, base + ("environment", name), secrets, issues, binary_ok=False)
         _check_image_key(svc["image"]["key"], base + ("image", "key"), secrets, issues)
+        kinds.check_attestation(svc["attestation"], base + ("attestation",), issues.add)
         _unique(svc.get("inject_files", []), "path", base + ("inject_files",), issues, "injected file")
         for j, item in enumerate(svc.get("inject_files", [])):
             if "content" in item:
@@ -149,6 +154,7 @@ def _semantic(doc: Dict[str, Any], issues: _Issues) -> None:
         for j, vol in enumerate(svc.get("volumes", [])):
             if vol["name"] not in volumes:
                 issues.add(base + ("volumes", j, "name"), f"no volume named {vol['name']!r} under `volumes`")
+    volume_rules.check(doc, secrets, issues.add)
 
 
 def _check_text(text: str, path: Path, secrets: Dict[str, Dict[str, Any]], issues: _Issues, *, binary_ok: bool) -> None:
@@ -274,9 +280,14 @@ def normalize(data: Dict[str, Any]) -> Dict[str, Any]:
             image["key"] = image["key"].lower()
         image["tag"] = image["tag"].lower() if image.get("tag") else None
         att = svc["attestation"]
-        att.setdefault("tolerate", [])
-        att["measurements"] = [
-            {"engine": m.lower()} if isinstance(m, str) else {k: v.lower() for k, v in m.items()}
-            for m in att["measurements"]
-        ]
+        att["tolerate"] = kinds.normalize_tolerate(att.get("tolerate", []))
+        if "measurements" in att:
+            att["measurements"] = [
+                {"engine": m.lower()} if isinstance(m, str) else {k: v.lower() for k, v in m.items()}
+                for m in att["measurements"]
+            ]
+        for kind in kinds.SECTIONS:
+            if kind in att:
+                att[kind] = kinds.normalize_section(kind, att[kind])
+    volume_rules.normalize_services(doc)
     return doc

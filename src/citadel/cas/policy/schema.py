@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from citadel.cas.policy.kinds import SECTIONS, TOLERANCE_ITEM
+from citadel.cas.policy.volumes import SERVICE_VOLUME_SCHEMA, VOLUME_SCHEMA
+
 KINDS = ["sim", "sgx", "tdx", "snp", "tpm"]
-TOLERANCES = ["debug", "outdated-tcb", "sw-hardening-needed", "configuration-needed", "sim"]
+TOLERANCES = ["debug", "outdated-tcb", "sw-hardening-needed", "configuration-needed", "unevaluated-tcb", "sim"]
 SECRET_KINDS = ["ascii", "binary", "private-key", "x509-ca", "x509"]
 KEY_ALGORITHMS = ["ec-p256", "ec-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"]
 
@@ -28,8 +31,10 @@ _access_list = {
 _attestation = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["tee", "measurements"],
-    "description": "Which engines may receive this service's configuration.",
+    "required": ["tee"],
+    "anyOf": [{"required": ["measurements"]}] + [{"required": [kind]} for kind in SECTIONS],
+    "description": "Which engines may receive this service's configuration: `measurements` and/or "
+    "reference values per evidence kind (sgx, tdx, snp, tpm).",
     "properties": {
         "tee": {
             "type": "array",
@@ -58,14 +63,17 @@ _attestation = {
         "tolerate": {
             "type": "array",
             "uniqueItems": True,
-            "items": {"enum": TOLERANCES},
-            "description": "Weaknesses accepted: sim mode, a debuggable TEE, TCB states.",
+            "items": {"oneOf": [{"enum": TOLERANCES}, TOLERANCE_ITEM]},
+            "description": "Weaknesses accepted: sim mode, a debuggable TEE, TCB states, "
+            "and `advisories: [...]` (security advisories the platform may be affected by).",
         },
+        **SECTIONS,
         "platforms": {
             "type": "array",
             "minItems": 1,
             "items": {"type": "string", "minLength": 1},
-            "description": "Only these platforms (sim platform names or fingerprints, hardware platform ids).",
+            "description": "Only these platforms: registered platform names (sim, tpm), or platform ids "
+            "(sim key fingerprint, ak:<fingerprint> of a TPM, FMSPC, SNP chip id).",
         },
     },
 }
@@ -127,18 +135,7 @@ _service = {
         },
         "attestation": _attestation,
         "inject_files": {"type": "array", "items": _inject_file},
-        "volumes": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["name", "path"],
-                "properties": {
-                    "name": {"type": "string", "pattern": NAME},
-                    "path": {"type": "string", "pattern": ABS_PATH},
-                },
-            },
-        },
+        "volumes": {"type": "array", "items": SERVICE_VOLUME_SCHEMA},
     },
 }
 
@@ -185,13 +182,6 @@ SCHEMA: Dict[str, Any] = {
         },
         "services": {"type": "array", "items": _service},
         "secrets": {"type": "array", "items": _secret},
-        "volumes": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name"],
-                "properties": {"name": {"type": "string", "pattern": NAME}},
-            },
-        },
+        "volumes": {"type": "array", "items": VOLUME_SCHEMA},
     },
 }

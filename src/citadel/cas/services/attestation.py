@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from citadel.attest import binding
-from citadel.attest.evidence import VerifiedEvidence
 from citadel.cas import nonces
 from citadel.cas.audit import AuditRecord, now_text
 from citadel.cas.errors import Refused
 from citadel.cas.policy.evaluate import evaluate
 from citadel.cas.policy.render import render_release
-from citadel.cas.services import sessions
+from citadel.cas.services import sessions, volumes
 from citadel.cas.services.context import CasContext
 from citadel.cas.services.writer import REPLAY_REASON, Pending
 from citadel.cas.storage import repo
@@ -109,18 +108,16 @@ def _check(ctx: CasContext, req: AttestRequest, nonce: bytes, now: float, facts:
             "send the engine's ephemeral X25519 public key",
         )
     with ctx.read_engine.connect() as conn:
-        verifier, platform_names = ctx.verifiers.for_kind(req.kind, conn)
-        try:
-            ev: VerifiedEvidence = verifier.verify(
-                evidence, at=dt.datetime.fromtimestamp(now, dt.timezone.utc), collateral=req.collateral
-            )
-        except VerificationError as exc:
-            code = "unknown_platform" if exc.check == "platform" else "evidence_invalid"
-            raise Refused(code, f"{req.kind} evidence rejected: {exc.cause}", exc.remedy) from None
+        ev, platform_name = ctx.verifiers.verify(
+            req.kind,
+            evidence,
+            at=dt.datetime.fromtimestamp(now, dt.timezone.utc),
+            db=conn,
+            request_collateral=req.collateral,
+        )
         digest = repo.session_hash(conn, session_name)
         cached = digest is not None and (session_name, digest) in ctx.policy_cache
         body = repo.session_body(conn, session_name, digest) if digest is not None and not cached else None
-    platform_name = platform_names.get(ev.platform, "")
     facts.update(
         {
             "platform": platform_name or ev.platform,
@@ -129,6 +126,8 @@ def _check(ctx: CasContext, req: AttestRequest, nonce: bytes, now: float, facts:
             "tcb": ev.tcb_status,
         }
     )
+    if ev.advisory_ids:
+        facts["advisories"] = list(ev.advisory_ids)
     try:
         binding.verify_report_data(ev.report_data, nonce, public_key)
     except VerificationError as exc:
@@ -150,6 +149,10 @@ def _check(ctx: CasContext, req: AttestRequest, nonce: bytes, now: float, facts:
     facts["session_hash"] = digest
     evaluate(service.attestation, ev, platform_name)
     plaintext = _release(ctx, session_name, digest, body, service_name, req.config_id)
+    if service.volumes:  # keys, latest tags and commit capabilities: per release, never cached
+        plaintext = volumes.add_to_release(
+            ctx, plaintext, session_name, digest, body, service_name, nonce, str(facts["platform"])
+        )
     return binding.seal(public_key, plaintext, context=binding.release_context(nonce, req.config_id))
 
 

@@ -75,5 +75,5 @@ def build_context(settings: CasSettings) -> CasContext:
         keyring=keyring,
         writer=writer,
         metrics=Metrics(),
-        verifiers=VerifierFactory(settings.trust),
+        verifiers=VerifierFactory(settings.trust, settings.collateral),
     )

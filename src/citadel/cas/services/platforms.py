@@ -1,17 +1,20 @@
-"""Simulation-mode platforms (registered by operators) and the operators themselves."""
+"""Platforms operators register (sim: an Ed25519 platform key; tpm: a TPM's attestation key) and operators."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Dict, Sequence
 
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy.exc import IntegrityError
 
 from citadel.attest.sim import platform_fingerprint
+from citadel.attest.tpm.verify import ak_fingerprint, load_ak
 from citadel.cas.audit import AuditRecord, now_text
 from citadel.cas.errors import CasServiceError, Conflict, Forbidden, NotFound
 from citadel.cas.services.context import CasContext
 from citadel.cas.storage import repo
 from citadel.cas.storage.models import PlatformRow
+from citadel.errors import VerificationError
 
 
 def require_operator(ctx: CasContext, caller: str) -> None:
@@ -29,6 +32,7 @@ def is_operator(ctx: CasContext, caller: str) -> bool:
 
 
 def add(ctx: CasContext, caller: str, name: str, public_key_hex: str) -> PlatformRow:
+    """Register a sim platform: the raw Ed25519 public key its engines sign sim evidence with."""
     require_operator(ctx, caller)
     try:
         raw = bytes.fromhex(public_key_hex)
@@ -46,32 +50,55 @@ def add(ctx: CasContext, caller: str, name: str, public_key_hex: str) -> Platfor
         kind="sim",
         public_key=raw.hex(),
         fingerprint=fingerprint,
+        public_pem=None,
         added_by=caller,
         added_at=ctx.clock(),
     )
+    return _insert(ctx, caller, row, {"kind": "sim", "fingerprint": fingerprint})
+
+
+def add_tpm(ctx: CasContext, caller: str, name: str, ak_pem: str) -> PlatformRow:
+    """Register a TPM platform: the public key of its Citadel attestation key (AK), PEM.
+
+    Sessions that accept tpm evidence accept quotes signed by registered AKs only. Registering is
+    the operator's statement that this AK lives in this machine's TPM (docs/evidence-collection.md).
+    """
+    require_operator(ctx, caller)
+    try:
+        key = load_ak(ak_pem.encode("ascii", "replace"))
+    except VerificationError:
+        raise CasServiceError(
+            "the attestation key is not a PEM public key (RSA or ECC SubjectPublicKeyInfo)",
+            "let `citadel platform add NAME --kind tpm --tpm tcp:HOST:PORT` read it from the TPM",
+            code="bad_platform_key",
+        ) from None
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    fingerprint = ak_fingerprint(key)
+    row = PlatformRow(
+        name=name,
+        kind="tpm",
+        public_key="",
+        fingerprint=fingerprint,
+        public_pem=pem,
+        added_by=caller,
+        added_at=ctx.clock(),
+    )
+    return _insert(ctx, caller, row, {"kind": "tpm", "fingerprint": fingerprint, "platform": f"ak:{fingerprint}"})
+
+
+def _insert(ctx: CasContext, caller: str, row: PlatformRow, details: Dict[str, Any]) -> PlatformRow:
     try:
         with ctx.sessions.begin() as db:
-            if repo.get_platform(db, name) is not None or repo.platform_by_fingerprint(db, fingerprint):
-                raise _exists(name)
+            if repo.get_platform(db, row.name) is not None or repo.platform_by_fingerprint(db, row.fingerprint):
+                raise _exists(row.name)
             repo.add_platform(db, row)
             repo.append_audit(
                 db,
                 ctx.keyring,
-                [
-                    AuditRecord(
-                        0,
-                        now_text(),
-                        "platform.add",
-                        caller,
-                        name,
-                        "done",
-                        "",
-                        {"kind": "sim", "fingerprint": fingerprint},
-                    )
-                ],
+                [AuditRecord(0, now_text(), "platform.add", caller, row.name, "done", "", details)],
             )
     except IntegrityError:
-        raise _exists(name) from None
+        raise _exists(row.name) from None
     return row
 
 
@@ -107,7 +134,7 @@ def remove(ctx: CasContext, caller: str, name: str) -> None:
                     name,
                     "done",
                     "",
-                    {"fingerprint": row.fingerprint},
+                    {"kind": row.kind, "fingerprint": row.fingerprint},
                 )
             ],
         )

@@ -5,15 +5,25 @@ transaction. The attestation path uses Core statements (no ORM unit of work) to 
 from __future__ import annotations
 
 import json
-from typing import Iterator, List, Optional, Sequence, Set, Tuple, Union, cast
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union, cast
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from citadel.cas.audit import AuditRecord, canonical_json, entry_hash, head_mac
 from citadel.cas.envelope import Keyring
-from citadel.cas.storage.models import AuditEntry, AuditHead, OperatorRow, PlatformRow, SessionRow, UsedNonce
+from citadel.cas.storage.models import (
+    AuditEntry,
+    AuditHead,
+    OperatorRow,
+    PlatformRow,
+    SessionRow,
+    UsedNonce,
+    VolumeRow,
+    VolumeTagRow,
+)
 
 Db = Union[Session, Connection]
 _SESSIONS = cast(Table, SessionRow.__table__)
@@ -21,6 +31,8 @@ _PLATFORMS = cast(Table, PlatformRow.__table__)
 _AUDIT = cast(Table, AuditEntry.__table__)
 _HEAD = cast(Table, AuditHead.__table__)
 _NONCES = cast(Table, UsedNonce.__table__)
+_VOLUMES = cast(Table, VolumeRow.__table__)
+_VOLUME_TAGS = cast(Table, VolumeTagRow.__table__)
 
 
 def _dialect(db: Db) -> str:
@@ -236,3 +248,98 @@ def iter_audit(
         after = rows[-1].seq
         if remaining is not None:
             remaining -= len(rows)
+
+
+# --- volumes --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VolumeState:
+    """One row of `volumes`: `key` is the envelope (None: the policy imports the key), tag "" = none yet."""
+
+    name: str
+    instance: str
+    key: Optional[bytes]
+    tag: str
+    generation: int
+
+
+_VOLUME_COLUMNS = (_VOLUMES.c.name, _VOLUMES.c.instance, _VOLUMES.c.key, _VOLUMES.c.tag, _VOLUMES.c.generation)
+_VOLUMES_OF = select(*_VOLUME_COLUMNS).where(_VOLUMES.c.session == bindparam("s"))
+_VOLUME_ONE = select(*_VOLUME_COLUMNS).where(_VOLUMES.c.session == bindparam("s"), _VOLUMES.c.name == bindparam("n"))
+_VOLUME_INSERT = {
+    module.__name__.rsplit(".", 1)[-1]: module.insert(_VOLUMES).on_conflict_do_nothing()
+    for module in (postgresql, sqlite)
+}
+_VOLUME_SWAP = (
+    update(_VOLUMES)
+    .where(
+        _VOLUMES.c.session == bindparam("s"),
+        _VOLUMES.c.name == bindparam("n"),
+        _VOLUMES.c.instance == bindparam("i"),
+        _VOLUMES.c.tag == bindparam("old"),
+    )
+    .values(tag=bindparam("new"), generation=_VOLUMES.c.generation + 1, updated_at=bindparam("now"))
+    .returning(_VOLUMES.c.generation)
+)
+_VOLUME_TAG_GENERATION = select(func.max(_VOLUME_TAGS.c.generation)).where(
+    _VOLUME_TAGS.c.session == bindparam("s"),
+    _VOLUME_TAGS.c.volume == bindparam("n"),
+    _VOLUME_TAGS.c.tag == bindparam("t"),
+)
+
+
+def _state(row: Any) -> VolumeState:
+    return VolumeState(str(row[0]), str(row[1]), row[2], str(row[3]), int(row[4]))
+
+
+def volume_states(db: Db, session: str) -> Dict[str, VolumeState]:
+    """Every volume row of a session, by volume name."""
+    return {str(row[0]): _state(row) for row in db.execute(_VOLUMES_OF, {"s": session})}
+
+
+def volume_state(db: Db, session: str, name: str) -> Optional[VolumeState]:
+    row = db.execute(_VOLUME_ONE, {"s": session, "n": name}).first()
+    return _state(row) if row is not None else None
+
+
+def insert_volumes(db: Db, session: str, rows: Sequence[Dict[str, Any]], now: float) -> None:
+    """Insert volume rows (name, instance, key) unless present: the first use wins a race."""
+    if rows:
+        values = [dict(r, session=session, tag="", generation=0, created_at=now, updated_at=now) for r in rows]
+        db.execute(_VOLUME_INSERT[_dialect(db)], values)
+
+
+def swap_volume_tag(
+    db: Db, session: str, name: str, instance: str, old_tag: str, new_tag: str, now: float
+) -> Optional[int]:
+    """Compare-and-swap of a volume's tag: the new generation, or None if `old_tag` is not current.
+
+    One conditional UPDATE: on SQLite the transaction holds the write lock (BEGIN IMMEDIATE); on
+    PostgreSQL a concurrent swap of the same row waits for this one and then finds the tag changed.
+    """
+    params = {"s": session, "n": name, "i": instance, "old": old_tag, "new": new_tag, "now": now}
+    generation = db.execute(_VOLUME_SWAP, params).scalar_one_or_none()
+    return None if generation is None else int(generation)
+
+
+def record_volume_tag(db: Db, session: str, name: str, generation: int, tag: str, actor: str, now: float) -> None:
+    db.execute(
+        insert(_VOLUME_TAGS),
+        [{"session": session, "volume": name, "generation": generation, "tag": tag, "actor": actor, "at": now}],
+    )
+
+
+def volume_tag_generation(db: Db, session: str, name: str, tag: str) -> Optional[int]:
+    """The generation at which the CAS recorded `tag` for this volume (None: never recorded)."""
+    value = db.execute(_VOLUME_TAG_GENERATION, {"s": session, "n": name, "t": tag}).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def set_volume_key_if_absent(db: Db, session: str, name: str, key: bytes) -> None:
+    """Give a volume a CAS-made key if it has none (its policy stopped importing one)."""
+    db.execute(
+        update(_VOLUMES)
+        .where(_VOLUMES.c.session == session, _VOLUMES.c.name == name, _VOLUMES.c.key.is_(None))
+        .values(key=key)
+    )
