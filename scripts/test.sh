@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-PACKAGES="build-essential python3-dev python3-venv postgresql swtpm swtpm-tools tpm2-tools"
+PACKAGES="build-essential python3-dev python3-venv postgresql swtpm swtpm-tools tpm2-tools libcairo2-dev pkg-config"
 missing=""
 for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
