@@ -33,6 +33,15 @@ settings (environment variables; the flags above override them):
   CITADEL_LOG           error | warning | info | debug
 """
 
+CAS_SETTINGS_HELP = """\
+  CITADEL_CAS_ADDR      the CAS to attest to (--cas), e.g. https://127.0.0.1:8443
+  CITADEL_CONFIG_ID     the configuration to ask it for (--config-id), SESSION/SERVICE
+  CITADEL_CAS_FINGERPRINT  the CAS key the engine pins (--cas-fingerprint; part of the measurement)
+  CITADEL_PLATFORM_KEY  sim mode: the platform key the engine signs its evidence with
+                        (default ~/.config/citadel/platform.key; `citadel platform add` makes it)
+  CITADEL_TPM           hw mode with a TPM: tcp:HOST:PORT (swtpm) or a device (default /dev/tpmrm0)
+"""
+
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("engine settings")
@@ -79,3 +88,28 @@ def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
                        help="create volume NAME if its directory holds none yet")
     group.add_argument("--tag-store", metavar="FILE",
                        help="local tag store: refuse older states of rollback-protected volumes, record commits")
+
+
+CAS_HELP = """\
+with a CAS (--cas, --config-id):
+  The engine attests to the CAS and receives the configuration SESSION/SERVICE: the image key and
+  tag, the program and its arguments, environment, working directory, injected files and volume
+  keys, as the session's policy says. The host names only the image (--image), where each volume
+  is stored (--volume NAME=HOST_DIR) and, after --, arguments the policy may pass to the program
+  (host_arguments: true); host environment variables reach the program only if the policy names
+  them (host_environment). The CAS's key is pinned (--cas-fingerprint, else known_cas.json, else,
+  on this machine, the local CAS's own fingerprint) and is part of the engine measurement.
+  Exit status 77: the CAS refused (its reason is printed) or its key is not the pinned one;
+  75: the CAS cannot be reached; 78: no sim platform key (run `citadel platform add`).
+"""
+
+
+def add_cas_arguments(parser: argparse.ArgumentParser, *, config_id: bool = True) -> None:
+    group = parser.add_argument_group("CAS (attestation and configuration)")
+    group.add_argument("--cas", metavar="URL", help="attest to this CAS, e.g. https://127.0.0.1:8443 "
+                       "(default: $CITADEL_CAS_ADDR)")
+    if config_id:
+        group.add_argument("--config-id", metavar="SESSION/SERVICE",
+                           help="the configuration to ask for (default: $CITADEL_CONFIG_ID)")
+    group.add_argument("--cas-fingerprint", metavar="SHA256",
+                       help="pin the CAS's key (from `citadel cas fingerprint`); part of the engine measurement")

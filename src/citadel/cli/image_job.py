@@ -155,3 +155,74 @@ def _read_volume_key(path: str, name: str) -> str:
 
 def _inside(path: str, mount: str) -> bool:
     return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
+# --- the CAS flow --------------------------------------------------------------------------------
+LOCAL_ONLY_FLAGS = (("key_file", "--key-file"), ("tag", "--tag"), ("module", "-m"), ("volume_key", "--volume-key"),
+                    ("volume_create", "--volume-create"), ("tag_store", "--tag-store"))
+
+
+def cas_requested(args: argparse.Namespace, environ: Optional[Dict[str, str]] = None) -> bool:
+    """`citadel run` asks a CAS when --cas or --config-id is given, or CITADEL_CONFIG_ID is set without --key-file."""
+    env = os.environ if environ is None else environ
+    if getattr(args, "cas", None) or getattr(args, "config_id", None):
+        return True
+    return bool(env.get("CITADEL_CONFIG_ID")) and not getattr(args, "key_file", None)
+
+
+class CasJob:
+    """A launch job for the CAS flow and the settings that go with it (the pin is measured)."""
+
+    def __init__(self, job: LaunchJob, settings: Dict[str, str], pinned: Any) -> None:
+        self.job = job
+        self.settings = settings
+        self.pinned = pinned  # citadel.launch.caspin.PinnedCas
+
+
+def cas_job_from_args(args: argparse.Namespace, host_args: List[str],
+                      environ: Optional[Dict[str, str]] = None) -> CasJob:
+    """The job for `citadel run --cas URL --config-id SESSION/SERVICE --image IMAGE [--volume NAME=DIR] [-- ARGS]`."""
+    from citadel.engine.settings import parse_config_id
+    from citadel.launch.caspin import platform_key_path, resolve_pin
+
+    env = dict(os.environ if environ is None else environ)
+    for attr, flag in LOCAL_ONLY_FLAGS:
+        if getattr(args, attr, None):
+            raise UsageError(f"{flag} cannot be used with a CAS: the session's policy decides it",
+                             "drop it; with a CAS the host names only --image, --volume NAME=HOST_DIR and "
+                             "the arguments after --")
+    config_text = getattr(args, "config_id", None) or env.get("CITADEL_CONFIG_ID")
+    if not config_text:
+        raise UsageError("--cas needs --config-id SESSION/SERVICE (the configuration to ask for)",
+                         "name the session and its service, e.g. --config-id hello/app")
+    config_id = parse_config_id("--config-id", config_text.strip())
+    if not args.image:
+        raise UsageError("--image is required with a CAS", "pass the sealed image the session's policy names")
+    if not os.path.isdir(args.image):
+        raise UsageError(f"image {args.image!r} does not exist or is not a directory",
+                         "pass the directory written by `citadel seal -o IMAGE`")
+    if args.cwd and not os.path.isdir(args.cwd):
+        raise UsageError(f"--cwd {args.cwd!r} is not a directory", "pass an existing directory")
+    pinned = resolve_pin(getattr(args, "cas", None), getattr(args, "cas_fingerprint", None), env)
+    cas = {"addr": pinned.url, "config_id": config_id, "fingerprint": pinned.fingerprint}
+    job = LaunchJob(image=args.image, cwd=os.path.abspath(args.cwd) if args.cwd else os.getcwd(), cas=cas,
+                    volumes=cas_volumes_from_args(args), host_env=env, host_args=host_args)
+    settings = {"CITADEL_CAS_ADDR": pinned.url, "CITADEL_CONFIG_ID": config_id,
+                "CITADEL_CAS_FINGERPRINT": pinned.fingerprint, "CITADEL_PLATFORM_KEY": platform_key_path(env)}
+    return CasJob(job, settings, pinned)
+
+
+def cas_volumes_from_args(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """--volume NAME=HOST_DIR: with a CAS the host says only where each volume is stored."""
+    entries: Dict[str, Dict[str, Any]] = {}
+    usage = "with a CAS write --volume NAME=HOST_DIR: the session's policy names the mount path"
+    for text in getattr(args, "volume", None) or []:
+        name, sep, host_dir = text.partition("=")
+        if not sep or not name or not host_dir:
+            raise UsageError(f"--volume {text!r} is not NAME=HOST_DIR", usage)
+        if ":/" in host_dir or host_dir.endswith((":ro", ":ephemeral")):
+            raise UsageError(f"--volume {text!r} names a mount path or options", usage)
+        if name in entries:
+            raise UsageError(f"--volume names {name!r} twice", "give each volume its own name")
+        entries[name] = {"name": name, "host_dir": os.path.abspath(host_dir)}
+    return list(entries.values())

@@ -57,6 +57,16 @@ CITADEL_FILES = (
     "citadel/seal/keytext.py",
     "citadel/attest/__init__.py",
     "citadel/attest/evidence.py",
+    # the CAS flow (imported only when the engine attests): the client, binding, sim evidence, and
+    # hw evidence collection with the TPM container it builds
+    "citadel/attest/client.py",
+    "citadel/attest/volume_client.py",
+    "citadel/attest/binding.py",
+    "citadel/attest/sim.py",
+    "citadel/attest/collect/*.py",
+    "citadel/attest/tpm/__init__.py",
+    "citadel/attest/tpm/container.py",
+    "citadel/attest/tpm/layouts.py",
     "citadel/engine/*.py",
     "citadel/volume/*.py",  # encrypted volumes (imported only when a run mounts one)
 )

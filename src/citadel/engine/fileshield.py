@@ -192,7 +192,7 @@ class FileShield:
                 except BaseException:
                     os.close(fd)
                     raise
-                _set_name(handle, file)
+                set_name(handle, file)
                 return handle
         return original.open(file, mode, buffering, encoding, errors, newline, closefd, opener)
 
@@ -250,7 +250,7 @@ class FileShield:
         return guarded
 
 
-def _set_name(handle: Any, file: Any) -> None:
+def set_name(handle: Any, file: Any) -> None:
     """Give a file object served from a memfd the name it was opened by, as open() would."""
     raw = handle
     for attr in ("buffer", "raw"):
@@ -262,11 +262,11 @@ def _set_name(handle: Any, file: Any) -> None:
 def _with_size(result: os.stat_result, size: int) -> os.stat_result:
     fields = list(result)
     fields[stat_module.ST_SIZE] = size
-    extra = {name: getattr(result, name) for name in _STAT_EXTRA if hasattr(result, name)}
+    extra = {name: getattr(result, name) for name in STAT_EXTRA if hasattr(result, name)}
     return os.stat_result(fields, extra)
 
 
-_STAT_EXTRA = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns",
+STAT_EXTRA = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns",
                "st_blksize", "st_blocks", "st_rdev", "st_flags", "st_gen", "st_birthtime")
 _GUARDED = ("remove", "unlink", "rmdir", "mkdir", "rename", "replace", "truncate", "chmod", "utime",
             "link", "symlink")
@@ -306,7 +306,7 @@ def _install_image(image: SealedImage) -> FileShield:
     replacements = {"open": shield.open, "open_code": shield.open_code, "os_open": shield.os_open,
                     "stat": shield.stat, "lstat": shield.lstat, "access": shield.access}
     replacements.update({name: shield.guard(name) for name in _GUARDED})
-    _replace(replacements)
+    replace_functions(replacements)
     return shield
 
 
@@ -317,12 +317,12 @@ def _install_volumes(volumes: VolumeSet) -> Any:
     replacements = dict(shield.functions())
     replacements["os_open"] = replacements.pop("open")
     replacements.update({"open": shield.open, "open_code": shield.open_code})
-    _replace(replacements)
+    replace_functions(replacements)
     sys.addaudithook(shield.audit)  # what reaches a mount path without the wrappers is refused
     return shield
 
 
-def _replace(replacements: Dict[str, Any]) -> None:
+def replace_functions(replacements: Dict[str, Any]) -> None:
     """Put each replacement in place: "open" (builtins.open and io.open, one object, as in CPython),
     "open_code" (io.open_code), "os_open" (os.open), any other name os.<name>. Python's private
     references to the functions replaced (tokenize's, pathlib's accessor on 3.9/3.10) follow."""

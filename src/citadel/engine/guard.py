@@ -36,6 +36,9 @@ NO_PROGRAMS_REMEDY = ("the program must do this work in Python inside the engine
 DLOPEN_REMEDY = ("seal the library into the image (it is then verified and loaded from memory), or set "
                  "CITADEL_ALLOW_DLOPEN=1 to allow unprotected libraries while debugging (this changes the "
                  "measurement, so a policy that pins it will refuse the engine)")
+DEPENDENCY_REMEDY = ("seal the application again without --no-bundle-native (`citadel seal` then bundles the host "
+                     "libraries its extensions need), or set CITADEL_ALLOW_DLOPEN=1 while debugging (this changes "
+                     "the measurement)")
 
 
 class GuardRefusal(CitadelError, PermissionError):
@@ -94,6 +97,19 @@ class Guard:
                 return True
         return False
 
+    def check_dependency(self, name: str, needed_by: str) -> None:
+        """Before a sealed library loads: a DT_NEEDED ``name`` the image does not hold may come from the
+        host only if it is a library of the measured engine (checked again once mapped); else refuse,
+        before the dynamic linker maps anything (`citadel.engine.libraries.set_dependency_check`)."""
+        if name in self.engine_names or any(n.startswith(name + ".") for n in self.engine_names):
+            return  # libc.so.6, or libz.so.1 whose measured file is libz.so.1.2.13
+        if self.allow_dlopen:
+            self.warn_unprotected(name)
+            return
+        raise GuardRefusal(f"the sealed file {needed_by} needs the library {name}, which the image does not hold "
+                           "and the measured engine does not include; the dynamic linker would load it "
+                           "unverified from this machine's disk", DEPENDENCY_REMEDY)
+
     def warn_unprotected(self, name: str) -> None:
         if name not in self._warned:
             self._warned.add(name)
@@ -123,8 +139,9 @@ class Guard:
                                        DLOPEN_REMEDY)
                 self.warn_unprotected(origin)
             module = original(spec) if file is None else original(spec, file)
-            if not origin.startswith("/proc/self/fd/"):  # sealed modules leave system libraries to ld.so
-                self.verify_mappings(f"the extension module {spec.name}")
+            # sealed modules too: every host library the dynamic linker mapped for them passed
+            # check_dependency (a measured name), and is now checked against the manifest
+            self.verify_mappings(f"the extension module {spec.name}")
             return module
 
         return create_dynamic
@@ -133,7 +150,7 @@ class Guard:
         def dlopen(name: Any, mode: int = os.RTLD_LOCAL) -> Any:
             self.check_library(name)
             handle = original(name, mode)
-            if name is not None and not (isinstance(name, str) and libraries.is_allowed(name)):
+            if name is not None:  # sealed libraries too: what ld.so mapped for them is checked (check_dependency)
                 self.verify_mappings(f"the library {os.fsdecode(name)}")
             return handle
 
@@ -176,6 +193,7 @@ def install(base: Optional[TrustedBase], *, allow_dlopen: bool) -> Guard:
 
     _posixsubprocess.fork_exec = _refuse_fork_exec
     set_mapping_tolerance(guard.tolerate_mapping)
+    libraries.set_dependency_check(guard.check_dependency)
     if base is not None:  # what the engine's start-up loaded, checked in one pass, then load by load
         base.verify_mappings("the engine's start-up", guard.tolerate_mapping)
         base.defer_mappings = False

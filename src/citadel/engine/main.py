@@ -1,8 +1,9 @@
 """The engine's main sequence, after boot.py put the verifying importer in place.
 
 settings -> mode (TEE detection) -> hardening -> measurement -> CITADEL_HASH / CITADEL_VERSION
--> launch request -> image -> volumes -> shields (guard, sealed importer, file shield) -> the program
-(-> the volumes' exit commit, from atexit).
+-> launch request -> [CAS flow: evidence, attestation, the released configuration] -> image -> volumes
+-> shields (guard, sealed importer, file shield, injected files) -> [CAS flow: the program's
+environment] -> the program (-> the volumes' exit commit, from atexit).
 Every engine error ends here as two lines (cause, remedy) and an exit status from
 `citadel.engine.exits`; the program's own status passes through. Engine-safe, Python 3.9.
 """
@@ -46,6 +47,10 @@ def run(base: TrustedBase, *, started: float = 0.0) -> int:
     except CitadelError as exc:
         _report(exc.diagnostics())
         return exits.exit_code_for(exc)
+    except ImportError as exc:  # the engine's own code (the program's errors end in the runner)
+        _report(f"citadel: error: the engine cannot import {exc.name or 'a module'}: {exc}\n"
+                "citadel: hint: reinstall Citadel, then run `citadel measure --rebuild`")
+        return exits.EXIT_ENGINE
     except MemoryError:
         heap = settings.heap if settings is not None else None
         _report("citadel: error: the engine ran out of heap while starting"
@@ -83,16 +88,13 @@ def _run(base: TrustedBase, settings: Settings) -> int:
     request = read_request(os.environ)
     os.environ.pop("CITADEL_LAUNCH_FD", None)
     _phase("launch request read")
+    if request.cas is not None:  # the CAS flow (engine/cas.py)
+        return _run_attested(base, settings, decision, measurement, request)
     image = _open_image(request) if request.image is not None else None
     _phase("image opened")
-    if settings.version:
-        _report(f"citadel: image: {image.tag} ({image.root})" if image is not None else "citadel: image: none")
+    _report_image(settings, image)
     volumes = _open_volumes(request, image) if request.volumes else None
-    if volumes is not None:
-        _phase("volumes opened")
-        if settings.version:
-            _report("\n".join(f"citadel: volume {name}: {m.volume.tag} ({m.volume.root} at {m.mount_path})"
-                              for name, m in zip(volumes.names, volumes.mounts)))
+    _report_volumes(settings, volumes)
     if request.cwd is not None:
         _change_directory(request)
     _install_shields(base, settings, request, image, volumes)
@@ -105,6 +107,62 @@ def _run(base: TrustedBase, settings: Settings) -> int:
     return runner.run(request, context)
 
 
+def _run_attested(base: TrustedBase, settings: Settings, decision: tee.ModeDecision, measurement: str,
+                  request: LaunchRequest) -> int:
+    """The CAS flow (engine/cas.py): attest, then run what the release says with the keys it holds."""
+    from citadel.engine import cas
+    from citadel.seal.image import SealedImage
+
+    target = cas.cas_target(request, settings)
+    kind, provider, collateral = cas.evidence_source(decision, settings, measurement)
+    config = cas.attest(target, kind, provider, collateral)
+    _phase("attested")
+    if settings.version:
+        _report(f"citadel: attested to {target.addr} as {target.config_id} ({kind} evidence); "
+                f"session version {config.session_hash[:16]}...")
+    if config.image_key is None:
+        raise EngineError(f"the CAS released {target.config_id} without an image key",
+                          "ask the session's owner to set image.key in the policy")
+    program = cas.program_request(request, config)
+    image = SealedImage.open(request.image or "", config.image_key, expected_tag=config.image_tag)
+    _phase("image opened")
+    _report_image(settings, image)
+    from citadel.engine.volumes import open_volumes
+
+    binder = cas.cas_binder(config, cas.volume_store(target, config), request.volumes)
+    volumes = open_volumes(request.volumes, image_root=image.root, bind=binder) if request.volumes else None
+    _report_volumes(settings, volumes)
+    if program.cwd is not None:
+        _change_directory(program, from_policy=config.pwd is not None)
+    _install_shields(base, settings, program, image, volumes)
+    if config.files:
+        from citadel.engine import injected
+
+        injected.install(config.files, [m.mount_path for m in volumes.mounts] if volumes is not None else [])
+    cas.set_environment(cas.program_environment(request, config))
+    _phase("shields installed; running the program")
+
+    from citadel.engine import runner
+
+    context = runner.Context(mode=decision.mode, tee=decision.tee, measurement=measurement,
+                             heap=settings.heap, image=image, volumes=volumes)
+    return runner.run(program, context)
+
+
+def _report_image(settings: Settings, image: Optional[SealedImage]) -> None:
+    if settings.version:
+        _report(f"citadel: image: {image.tag} ({image.root})" if image is not None else "citadel: image: none")
+
+
+def _report_volumes(settings: Settings, volumes: Optional[VolumeSet]) -> None:
+    if volumes is None:
+        return
+    _phase("volumes opened")
+    if settings.version:
+        _report("\n".join(f"citadel: volume {name}: {m.volume.tag} ({m.volume.root} at {m.mount_path})"
+                          for name, m in zip(volumes.names, volumes.mounts)))
+
+
 def _phase(what: str) -> None:
     if log.enabled("debug"):
         log.debug(f"{(time.perf_counter() - _started) * 1000:.1f} ms: {what}")
@@ -112,15 +170,15 @@ def _phase(what: str) -> None:
 
 def measurement_for(base: TrustedBase, mode: str, settings: Settings) -> str:
     return compute_measurement(base.manifest_sha256,
-                               measured_settings(mode=mode, allow_dlopen=settings.allow_dlopen))
+                               measured_settings(mode=mode, allow_dlopen=settings.allow_dlopen,
+                                                 cas_fingerprint=settings.cas_fingerprint))
 
 
 def _open_image(request: LaunchRequest) -> SealedImage:
     from citadel.seal.image import SealedImage
 
-    if request.key is None:  # a CAS-provided key arrives with issue 3's flow
-        raise EngineError("this engine cannot obtain image keys from a CAS yet",
-                          "pass the image key with --key-file")
+    if request.key is None:  # the request parser makes this impossible without a CAS
+        raise EngineError("the launch request names an image but no key", "pass the image key with --key-file")
     return SealedImage.open(request.image or "", request.key, expected_tag=request.expected_tag)
 
 
@@ -131,7 +189,7 @@ def _open_volumes(request: LaunchRequest, image: Optional[SealedImage]) -> Volum
     return open_volumes(request.volumes, image_root=image.root if image is not None else None)
 
 
-def _change_directory(request: LaunchRequest) -> None:
+def _change_directory(request: LaunchRequest, *, from_policy: bool = False) -> None:
     cwd = request.cwd or "/"
     try:
         os.chdir(cwd)
@@ -142,6 +200,10 @@ def _change_directory(request: LaunchRequest) -> None:
             raise EngineError(f"the working directory {cwd} is inside the volume mounted at {mount}, and it does "
                               "not exist on the host", "create the directory on the host (it stays empty: the engine "
                               "serves the volume there), or use a working directory outside the volume") from None
+        if from_policy:
+            raise EngineError(f"cannot change to the directory {cwd} the session's policy names (pwd): "
+                              f"{exc.strerror}", f"create {cwd} on this machine, or ask the session's owner to "
+                              "change pwd") from None
         raise EngineError(f"cannot change to the directory {cwd}: {exc.strerror}",
                           "run citadel from a directory that exists") from None
 

@@ -36,12 +36,13 @@ class LaunchRequest:
     """
 
     __slots__ = ("image", "key", "expected_tag", "argv", "module", "interactive", "cwd", "command", "cas",
-                 "volumes")
+                 "volumes", "host_env", "host_args")
 
     def __init__(self, *, image: Optional[str], key: Optional[bytes], expected_tag: Optional[str],
                  argv: List[str], module: Optional[str], interactive: bool, cwd: Optional[str],
-                 command: Optional[str] = None, cas: Optional[Dict[str, Any]] = None,
-                 volumes: Optional[List[VolumeSpec]] = None) -> None:
+                 command: Optional[str] = None, cas: Optional[CasFields] = None,
+                 volumes: Optional[List[VolumeSpec]] = None, host_env: Optional[Dict[str, str]] = None,
+                 host_args: Optional[List[str]] = None) -> None:
         self.image = image
         self.key = key
         self.expected_tag = expected_tag
@@ -50,12 +51,16 @@ class LaunchRequest:
         self.interactive = interactive
         self.cwd = cwd
         self.command = command  # like `python -c`
-        self.cas = cas
+        self.cas = cas  # the CAS flow: where to attest; the program and the keys come from its release
         self.volumes: List[VolumeSpec] = list(volumes or [])
+        # the CAS flow only: the host's environment and arguments, which the engine passes to the
+        # program only where the session's policy names them (host_environment, host_arguments)
+        self.host_env: Dict[str, str] = dict(host_env or {})
+        self.host_args: List[str] = list(host_args or [])
 
-    def __repr__(self) -> str:  # never the key
+    def __repr__(self) -> str:  # never the key, nor the host's environment
         return (f"LaunchRequest(kind={self.kind!r}, image={self.image!r}, argv={self.argv!r}, "
-                f"module={self.module!r}, cwd={self.cwd!r}, volumes={self.volumes!r})")
+                f"module={self.module!r}, cwd={self.cwd!r}, cas={self.cas!r}, volumes={self.volumes!r})")
 
     @property
     def kind(self) -> str:
@@ -116,9 +121,9 @@ def parse_request(raw: bytes) -> LaunchRequest:
     if image is not None and not os.path.isabs(image):
         raise UsageError(f"the launch request's image path {image!r} is not absolute", _REMEDY)
     key = _key(doc.get("key"))
-    cas = doc.get("cas")
-    if cas is not None and not isinstance(cas, dict):
-        raise UsageError("the launch request's 'cas' is not an object", _REMEDY)
+    cas = _cas(doc.get("cas"))
+    if cas is not None:
+        _check_cas_request(doc, image, key)
     if image is not None and key is None and cas is None:
         raise UsageError("the launch request names an image but no key", "pass --key-file with the image key")
     tag = _optional_str(doc, "expected_tag")
@@ -141,15 +146,81 @@ def parse_request(raw: bytes) -> LaunchRequest:
                                           ("interactive", interactive)) if present]
     if len(chosen) > 1:
         raise UsageError(f"the launch request asks for {' and '.join(chosen)} at once", "ask for one of them")
-    if not chosen and not argv:
+    if cas is None and not chosen and not argv:
         raise UsageError("the launch request names nothing to run", "give a script, -m MODULE, or ask for a console")
     if not chosen and image is None:
         raise UsageError(f"the script {argv[0]!r} can only be run from a sealed image",
                          "seal the application with `citadel seal` and pass --image")
+    host_env = doc.get("host_env", {})
+    if not isinstance(host_env, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in host_env.items()):
+        raise UsageError("the launch request's host_env is not an object of strings", _REMEDY)
+    host_args = doc.get("host_args", [])
+    if not isinstance(host_args, list) or not all(isinstance(a, str) for a in host_args):
+        raise UsageError("the launch request's host_args is not a list of strings", _REMEDY)
     volumes = _volumes(doc.get("volumes"), cas is not None)
     return LaunchRequest(image=image, key=key, expected_tag=tag.lower() if tag else None, argv=list(argv),
                          module=module, interactive=interactive, cwd=cwd, command=command, cas=cas,
-                         volumes=volumes)
+                         volumes=volumes, host_env=host_env, host_args=host_args)
+
+
+class CasFields:
+    """The request's "cas": where to attest (``addr``), what to ask for (``config_id``) and the pin
+    (``fingerprint``). Each may be None: the engine's settings (CITADEL_CAS_ADDR, CITADEL_CONFIG_ID,
+    CITADEL_CAS_FINGERPRINT) supply it, and a value given in both places must agree (engine/cas.py)."""
+
+    __slots__ = ("addr", "config_id", "fingerprint")
+
+    def __init__(self, addr: Optional[str] = None, config_id: Optional[str] = None,
+                 fingerprint: Optional[str] = None) -> None:
+        self.addr = addr
+        self.config_id = config_id
+        self.fingerprint = fingerprint
+
+    def __repr__(self) -> str:
+        return f"CasFields(addr={self.addr!r}, config_id={self.config_id!r}, fingerprint={self.fingerprint!r})"
+
+
+_CAS_FIELDS = ("addr", "config_id", "fingerprint")
+
+
+def _cas(value: Any) -> Optional[CasFields]:
+    """The request's "cas" object: {"addr", "config_id", "fingerprint"}, each a string or absent."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise UsageError("the launch request's 'cas' is not an object", _REMEDY)
+    unknown = sorted(set(value) - set(_CAS_FIELDS))
+    if unknown:
+        raise UsageError(f"the launch request's 'cas' has an unknown field {unknown[0]!r}", _REMEDY)
+    from citadel.engine.settings import parse_cas_addr, parse_config_id, parse_fingerprint
+
+    parsed: Dict[str, Optional[str]] = {}
+    for field, parse in (("addr", parse_cas_addr), ("config_id", parse_config_id),
+                         ("fingerprint", parse_fingerprint)):
+        text = value.get(field)
+        if text is not None and not isinstance(text, str):
+            raise UsageError(f"the launch request's cas.{field} is not a string", _REMEDY)
+        parsed[field] = parse(f"cas.{field}", text.strip()) if text else None
+    return CasFields(parsed["addr"], parsed["config_id"], parsed["fingerprint"])
+
+
+def _check_cas_request(doc: Dict[str, Any], image: Optional[str], key: Optional[bytes]) -> None:
+    """With a CAS, the session's policy names the program and its image key and tag: the host does not."""
+    remedy = "with a CAS, the session's policy names the image key and tag and the program; pass only --image"
+    if image is None:
+        raise UsageError("the launch request asks a CAS for its configuration but names no image",
+                         "pass --image IMAGE (the sealed image the session's policy names)")
+    if key is not None:
+        raise UsageError("the launch request gives an image key and asks a CAS for one", remedy)
+    if doc.get("expected_tag") is not None:
+        raise UsageError("the launch request gives an image tag and asks a CAS for one", remedy)
+    for field in ("module", "command"):
+        if doc.get(field) is not None:
+            raise UsageError(f"the launch request names a {field} to run and asks a CAS for its program", remedy)
+    if doc.get("interactive"):
+        raise UsageError("an interactive console cannot be combined with a CAS: the session's policy names "
+                         "the program", "run the policy's command with `citadel run --cas ...`")
 
 
 class VolumeSpec:
@@ -205,8 +276,10 @@ def _volume(item: Any, index: int, cas: bool) -> VolumeSpec:
         raise UsageError(f"{what} has an unknown field {unknown[0]!r}", _REMEDY)
     host_dir = _abs_path(item, "host_dir", what)
     mount = _abs_path(item, "mount", what)
-    if host_dir is None or mount is None:
+    if host_dir is None or (mount is None and not cas):
         raise UsageError(f"{what} needs both 'host_dir' and 'mount'", _REMEDY)
+    if mount is None:
+        mount = ""  # the CAS flow: the session's policy names the mount path (VolumeBinding.mount)
     if mount == "/":
         raise UsageError(f"{what} is mounted at '/'", "mount volumes at a directory such as /data/out")
     key_text = item.get("key")

@@ -18,6 +18,8 @@ from citadel.engine.command import engine_command, engine_environment
 from citadel.launch.advice import advice_for, exit_status
 
 LAUNCH_REQUEST_VERSION = 1
+#: CITADEL_* variables of the client commands and the CAS server, not engine settings: never passed on
+CLIENT_ONLY = frozenset({"CITADEL_CAS_STATE_DIR", "CITADEL_CLIENT_KEY", "CITADEL_CAS_SETTINGS"})
 
 
 class LaunchJob:
@@ -29,7 +31,8 @@ class LaunchJob:
     def __init__(self, argv: Optional[List[str]] = None, module: Optional[str] = None, interactive: bool = False,
                  image: Optional[str] = None, key: Optional[bytes] = None, expected_tag: Optional[str] = None,
                  cwd: Optional[str] = None, cas: Optional[Dict[str, str]] = None,
-                 volumes: Optional[List[Dict[str, Any]]] = None) -> None:
+                 volumes: Optional[List[Dict[str, Any]]] = None, host_env: Optional[Mapping[str, str]] = None,
+                 host_args: Optional[List[str]] = None) -> None:
         self.argv: List[str] = list(argv or [])  # script (or module) and its arguments
         self.module = module  # run like `python -m module`
         self.interactive = interactive
@@ -40,6 +43,9 @@ class LaunchJob:
         self.cas = cas  # where to attest and which configuration to ask for (the CAS flow)
         # volumes to mount: the launch request's "volumes" entries (docs/engine.md); keys travel only here
         self.volumes: List[Dict[str, Any]] = list(volumes or [])
+        # the CAS flow: the host's environment and arguments; the engine passes on only what the policy names
+        self.host_env: Dict[str, str] = dict(host_env or {})
+        self.host_args: List[str] = list(host_args or [])
 
     def request(self) -> bytes:
         doc: Dict[str, Any] = {
@@ -54,6 +60,8 @@ class LaunchJob:
         }
         if self.cas is not None:
             doc["cas"] = self.cas
+            doc["host_env"] = self.host_env
+            doc["host_args"] = self.host_args
         if self.volumes:
             doc["volumes"] = self.volumes
         return json.dumps(doc).encode()
@@ -116,7 +124,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def settings_from_environment(environ: Mapping[str, str], overrides: Mapping[str, Optional[str]]) -> Dict[str, str]:
     """CITADEL_* settings from the host environment, with command-line flags taking precedence."""
-    settings = {k: v for k, v in environ.items() if k.startswith("CITADEL_") and k != "CITADEL_LAUNCH_FD"}
+    settings = {k: v for k, v in environ.items()
+                if k.startswith("CITADEL_") and k != "CITADEL_LAUNCH_FD" and k not in CLIENT_ONLY}
     for key, value in overrides.items():
         if value is not None:
             settings[key] = value
