@@ -31,8 +31,9 @@ if MYPY:  # typing costs start-up time; only the type checker needs it
     from typing import Any, Callable, Optional, Set
 
 PROCESS_EVENTS = frozenset({"os.exec", "os.posix_spawn", "os.spawn", "os.system", "subprocess.Popen", "pty.spawn"})
-NO_PROGRAMS_REMEDY = ("the program must do this work in Python inside the engine (os.fork and multiprocessing "
-                      "with the fork start method are allowed)")
+NO_PROGRAMS_REMEDY = ("inside the engine, os.fork, multiprocessing and subprocess of sys.executable (a child "
+                      "engine) work; other programs are not allowed by this engine's policy (a session policy "
+                      "naming allowed executables is planned)")
 DLOPEN_REMEDY = ("seal the library into the image (it is then verified and loaded from memory), or set "
                  "CITADEL_ALLOW_DLOPEN=1 to allow unprotected libraries while debugging (this changes the "
                  "measurement, so a policy that pins it will refuse the engine)")
@@ -57,12 +58,19 @@ class Guard:
         if base is not None:
             self.engine_names |= {k.rpartition("/")[2] for k in base.entries if k.startswith(("system/", "libpython/"))}
         self._warned: Set[str] = set()
+        # set by citadel.engine.processes: True for the engine's own interpreter (started as a child engine)
+        self.program_check: Optional[Callable[[Any], bool]] = None
 
     # -- the audit hook ---------------------------------------------------------------------------
     def hook(self, event: str, args: tuple) -> None:
         if event == "ctypes.dlopen":
             self.check_library(args[0] if args else None)
         elif event in PROCESS_EVENTS:
+            if event == "subprocess.Popen" and self.program_check is not None and args and self.program_check(args[0]):
+                subprocess = sys.modules.get("subprocess")
+                if subprocess is not None:  # fork_exec, never posix_spawn: processes.fork_exec starts child engines
+                    subprocess._USE_POSIX_SPAWN = False  # type: ignore[attr-defined]
+                return
             raise GuardRefusal(f"running other programs is not allowed inside the engine yet "
                                f"({event}: {_describe_program(event, args)})", NO_PROGRAMS_REMEDY)
 
@@ -173,6 +181,11 @@ def _refuse_fork_exec(*args: Any, **kwargs: Any) -> Any:
 
 
 _installed: Optional[Guard] = None
+
+
+def installed() -> Optional[Guard]:
+    """The guard of this process, if installed."""
+    return _installed
 
 
 def install(base: Optional[TrustedBase], *, allow_dlopen: bool) -> Guard:

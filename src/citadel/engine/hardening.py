@@ -10,7 +10,11 @@ Applied once, before the engine reads its key:
   glibc reserves per thread arena or file mappings, so threaded programs get what they ask for.
 - ``CITADEL_STACK`` -> the stack size of new threads, and the main thread's RLIMIT_STACK.
 - a seccomp filter that makes execve/execveat fail with EPERM, under the audit-hook guard that
-  explains the refusal: even code that calls libc directly cannot start another program.
+  explains the refusal: even code that calls libc directly cannot start another program. The one
+  exception is execve whose path *pointer* is `EXEC_PATH_ADDRESS`: a read-only page mapped there at
+  start holds the engine interpreter's path, so only a child engine can be started
+  (`citadel.engine.processes`); every engine maps the same page, so the stacked filters a child
+  inherits allow its own child engines too.
 
 Engine-safe: stdlib only, Python 3.9, Linux.
 """
@@ -53,6 +57,16 @@ EXEC_SYSCALLS = {
 }
 
 
+#: where every engine maps the read-only page holding its interpreter's path (x86-64 and aarch64
+#: user space, far from the heap, the stacks and the mmap area); see `map_exec_path`
+EXEC_PATH_ADDRESS = 0x1C17ADE10000
+PAGE = 4096
+PROT_READ, PROT_WRITE = 1, 2
+MAP_PRIVATE, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE = 0x02, 0x20, 0x100000
+SECCOMP_DATA_ARG0 = 16  # seccomp_data.args[0]: low 32 bits here, high 32 bits at +4 (little-endian)
+_exec_path: Optional[bytes] = None  # the path mapped at EXEC_PATH_ADDRESS, once it is
+
+
 def apply(settings: Settings, *, note: Optional[Callable[[str], None]] = None) -> None:
     """Harden this process as the module docstring says. ``note`` receives non-fatal shortfalls."""
     import resource
@@ -64,7 +78,7 @@ def apply(settings: Settings, *, note: Optional[Callable[[str], None]] = None) -
     if settings.stack is not None:
         limit_stack(settings.stack)
     try:
-        forbid_exec()
+        forbid_exec(os.fsencode(sys.executable))
     except OSError as exc:
         if note is not None:
             note(f"the kernel refused the exec filter ({exc.strerror}); the audit-hook guard still refuses "
@@ -115,10 +129,33 @@ def is_dumpable() -> bool:
     return _prctl(PR_GET_DUMPABLE, 0) != 0
 
 
-def exec_filter(machine: str) -> bytes:
-    """The seccomp program: execve/execveat -> EPERM; a foreign ABI (x32, i386) -> EPERM; else allow."""
+def exec_filter(machine: str, path_address: Optional[int] = None) -> bytes:
+    """The seccomp program: execve/execveat -> EPERM; a foreign ABI (x32, i386) -> EPERM; else allow.
+
+    With ``path_address``, execve whose first argument (the path pointer) is exactly that address
+    is allowed (the engine interpreter's path on a read-only page, `map_exec_path`).
+    """
     arch, execve, execveat = EXEC_SYSCALLS[machine]
     deny = SECCOMP_RET_ERRNO | EPERM
+    if path_address is not None:
+        low, high = path_address & 0xFFFFFFFF, path_address >> 32
+        program = [
+            (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH),
+            (BPF_JEQ_K, 1, 0, arch),
+            (BPF_RET_K, 0, 0, deny),
+            (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_NR),
+            (BPF_JGE_K, 8, 0, X32_SYSCALL_BIT),           # -> deny
+            (BPF_JEQ_K, 7, 0, execveat),                  # -> deny
+            (BPF_JEQ_K, 1, 0, execve),                    # -> check the path pointer
+            (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+            (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARG0),
+            (BPF_JEQ_K, 0, 3, low),                       # else -> deny
+            (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARG0 + 4),
+            (BPF_JEQ_K, 0, 1, high),                      # else -> deny
+            (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+            (BPF_RET_K, 0, 0, deny),
+        ]
+        return b"".join(SOCK_FILTER.pack(*instruction) for instruction in program)
     program = [
         (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH),
         (BPF_JEQ_K, 1, 0, arch),
@@ -133,18 +170,85 @@ def exec_filter(machine: str) -> bytes:
     return b"".join(SOCK_FILTER.pack(*instruction) for instruction in program)
 
 
-def forbid_exec() -> None:
-    """Install the exec filter for this thread and every process and thread it creates later."""
+def forbid_exec(engine_path: Optional[bytes] = None) -> None:
+    """Install the exec filter for this thread and every process and thread it creates later.
+
+    With ``engine_path`` (the interpreter), that path is mapped read-only at EXEC_PATH_ADDRESS and
+    the filter allows execve from that address only; if the page cannot be mapped, nothing is allowed.
+    """
     import _ctypes
 
     machine = os.uname().machine
     if machine not in EXEC_SYSCALLS:
         raise OSError(0, f"no exec filter for {machine}")
-    code = exec_filter(machine)
+    address = EXEC_PATH_ADDRESS if engine_path is not None and map_exec_path(engine_path) else None
+    code = exec_filter(machine, address)
     program = _buffer(code)
     fprog = _buffer(SOCK_FPROG.pack(len(code) // SOCK_FILTER.size, _ctypes.addressof(program)))
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, _ctypes.addressof(fprog))
+
+
+def map_exec_path(path: bytes) -> bool:
+    """Map a read-only page at EXEC_PATH_ADDRESS holding ``path`` NUL-terminated; False if impossible.
+
+    A process started by exec from an engine has a fresh address space, so the address is free there.
+    """
+    global _exec_path
+    if _exec_path is not None:
+        return _exec_path == path
+    if b"\0" in path or len(path) >= PAGE:
+        return False
+    mmap, mprotect, memmove = _libc("mmap", "P", "PLiiiL"), _libc("mprotect", "i", "PLi"), _libc("memmove", "P", "PPL")
+    mapped = mmap(EXEC_PATH_ADDRESS, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                  -1, 0)
+    if mapped != EXEC_PATH_ADDRESS:  # taken, or a kernel without MAP_FIXED_NOREPLACE chose another place
+        if mapped not in (None, 0, (1 << 64) - 1):
+            _libc("munmap", "i", "PL")(mapped, PAGE)
+        return False
+    data = _buffer(path + b"\0")
+    memmove(EXEC_PATH_ADDRESS, _address_of(data), len(path) + 1)
+    if mprotect(EXEC_PATH_ADDRESS, PAGE, PROT_READ) != 0:
+        return False
+    _exec_path = path
+    return True
+
+
+def exec_path() -> Optional[bytes]:
+    """The interpreter path execve may be given (at EXEC_PATH_ADDRESS), or None: exec is not possible."""
+    return _exec_path
+
+
+def _address_of(buffer: Any) -> int:
+    import _ctypes
+
+    return int(_ctypes.addressof(buffer))
+
+
+def _libc(name: str, restype: str, argtypes: str) -> Any:
+    """A libc function with simple C types (ctypes type codes: P pointer, i int, L unsigned long)."""
+    if not _RAW:
+        import ctypes
+
+        codes = {"P": ctypes.c_void_p, "i": ctypes.c_int, "L": ctypes.c_ulong}
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
+        function.restype = codes[restype]
+        function.argtypes = [codes[c] for c in argtypes]
+        return function
+    import _ctypes
+
+    types = {code: type(f"C_{code}", (_ctypes._SimpleCData,), {"_type_": code}) for code in set(restype + argtypes)}
+
+    class Function(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = types[restype]
+
+    class Libc:
+        _handle = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]
+
+    function = Function((name, Libc()))  # type: ignore[arg-type]
+    function.argtypes = tuple(types[c] for c in argtypes)
+    return function
 
 
 # prctl(2) through _ctypes itself on CPython: the ctypes package costs ~2 ms of start-up and adds

@@ -23,7 +23,7 @@ from citadel.errors import CitadelError, EngineError
 
 MYPY = False
 if MYPY:  # typing costs start-up time; only the type checker needs it
-    from typing import Optional
+    from typing import Dict, Optional
 
     from citadel.engine.request import LaunchRequest
     from citadel.engine.volumes import VolumeSet
@@ -31,6 +31,8 @@ if MYPY:  # typing costs start-up time; only the type checker needs it
 
 
 _started = 0.0
+_child_fd: Optional[str] = None  # CITADEL_CHILD_FD: this engine is a child engine (citadel.engine.processes)
+_engine_env: Dict[str, str] = {}  # the environment the engine started with (a child engine gets it too)
 
 
 def run(base: TrustedBase, *, started: float = 0.0) -> int:
@@ -38,8 +40,10 @@ def run(base: TrustedBase, *, started: float = 0.0) -> int:
 
     ``started`` is boot.py's time.perf_counter() at its first line (for CITADEL_LOG=debug timings).
     """
-    global _started
+    global _started, _child_fd
     _started = started or time.perf_counter()
+    _child_fd = os.environ.pop("CITADEL_CHILD_FD", None)
+    _engine_env.update(os.environ)
     settings: Optional[Settings] = None
     try:
         settings = parse_settings(os.environ)
@@ -83,9 +87,15 @@ def _run(base: TrustedBase, settings: Settings) -> int:
     if settings.version:
         _print_version(settings, decision, measurement, base)
 
-    from citadel.engine.request import read_request
+    program_env: Optional[Dict[str, str]] = None
+    if _child_fd is not None:  # a child engine: its parent sends the configuration (engine/processes.py)
+        from citadel.engine.processes import receive_launch
 
-    request = read_request(os.environ)
+        request, program_env = receive_launch(_child_fd, measurement)
+    else:
+        from citadel.engine.request import read_request
+
+        request = read_request(os.environ)
     os.environ.pop("CITADEL_LAUNCH_FD", None)
     _phase("launch request read")
     if request.cas is not None:  # the CAS flow (engine/cas.py)
@@ -98,6 +108,11 @@ def _run(base: TrustedBase, settings: Settings) -> int:
     if request.cwd is not None:
         _change_directory(request)
     _install_shields(base, settings, request, image, volumes)
+    _install_processes(image, request.key, measurement)
+    if program_env is not None:
+        from citadel.engine.processes import set_environment
+
+        set_environment(program_env)
     _phase("shields installed; running the program")
 
     from citadel.engine import runner
@@ -105,6 +120,13 @@ def _run(base: TrustedBase, settings: Settings) -> int:
     context = runner.Context(mode=decision.mode, tee=decision.tee, measurement=measurement,
                              heap=settings.heap, image=image, volumes=volumes)
     return runner.run(request, context)
+
+
+def _install_processes(image: Optional[SealedImage], key: Optional[bytes], measurement: str) -> None:
+    """Let the program start child engines (multiprocessing spawn/forkserver, subprocess of sys.executable)."""
+    from citadel.engine import processes
+
+    processes.install(image=image, key=key, measurement=measurement, engine_env=_engine_env)
 
 
 def _run_attested(base: TrustedBase, settings: Settings, decision: tee.ModeDecision, measurement: str,
@@ -139,6 +161,7 @@ def _run_attested(base: TrustedBase, settings: Settings, decision: tee.ModeDecis
         from citadel.engine import injected
 
         injected.install(config.files, [m.mount_path for m in volumes.mounts] if volumes is not None else [])
+    _install_processes(image, config.image_key, measurement)
     cas.set_environment(cas.program_environment(request, config))
     _phase("shields installed; running the program")
 
