@@ -20,6 +20,8 @@ ENGINE_FLAGS = (
     ("--allow-dlopen", "CITADEL_ALLOW_DLOPEN",
      "1 = allow loading unprotected libraries (debug only; warns; changes the measurement)"),
     ("--log", "CITADEL_LOG", "engine log level: error, warning, info or debug"),
+    ("--engine", "CITADEL_ENGINE",
+     "the interpreter the engine runs on: cpython (default), pypy3 or an absolute path (changes the measurement)"),
 )
 
 SETTINGS_HELP = """\
@@ -31,6 +33,7 @@ settings (environment variables; the flags above override them):
   CITADEL_VERSION=1     print every setting, the mode, the measurement and the image tag on stderr
   CITADEL_HASH=1        print the engine measurement and exit
   CITADEL_LOG           error | warning | info | debug
+  CITADEL_ENGINE        cpython | pypy3 | /path/to/python (the engine's interpreter; part of the measurement)
 """
 
 CAS_SETTINGS_HELP = """\

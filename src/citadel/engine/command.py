@@ -44,8 +44,16 @@ def resolve_python(python: Optional[str] = None) -> str:
     return os.path.abspath(candidate)
 
 
-def engine_command(python: Optional[str] = None) -> List[str]:
-    """The argv the launcher runs: [python, "-I", "-S", "-B", <boot.py>]."""
+def engine_command(python: Optional[str] = None, engine: Optional[str] = None) -> List[str]:
+    """The argv the launcher runs: [python, "-I", "-S", "-B", <boot.py>].
+
+    ``python`` (an explicit interpreter) wins; else ``engine`` (a CITADEL_ENGINE value: cpython,
+    pypy3 or a path, citadel.engine.engines) chooses it; else the interpreter running citadel.
+    """
+    if python is None and engine:
+        from citadel.engine.engines import engine_python
+
+        python = engine_python(engine)
     return [resolve_python(python), "-I", "-S", "-B", boot_script()]
 
 
@@ -75,7 +83,7 @@ def manifest_paths(python: Optional[str] = None, settings_env: Optional[Mapping[
     engine_dir = os.path.dirname(os.path.abspath(__file__))
     env = engine_environment(settings_env or {})
     return cache_paths(os.path.dirname(os.path.dirname(engine_dir)), hashlib.sha256, env,
-                       resolve_python(python))
+                       engine_command(python, env.get("CITADEL_ENGINE"))[0])
 
 
 def measure_engine(python: Optional[str] = None, settings_env: Optional[Mapping[str, str]] = None, *,
@@ -94,8 +102,8 @@ def measure_engine(python: Optional[str] = None, settings_env: Optional[Mapping[
     if rebuild:
         env["CITADEL_REBUILD"] = "1"
     try:
-        proc = subprocess.run(engine_command(python), env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(engine_command(python, env.get("CITADEL_ENGINE")), env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout)
     except OSError as exc:
         raise EngineError(f"cannot start the engine interpreter: {exc.strerror}",
                           "check the --python path") from None

@@ -24,8 +24,10 @@ KNOWN = frozenset({
     "CITADEL_MODE", "CITADEL_HEAP", "CITADEL_STACK", "CITADEL_ALLOW_DLOPEN", "CITADEL_VERSION",
     "CITADEL_HASH", "CITADEL_LOG", "CITADEL_TEE_ROOT", "CITADEL_CACHE_DIR", "CITADEL_REBUILD",
     "CITADEL_LAUNCH_FD", "CITADEL_CAS_ADDR", "CITADEL_CONFIG_ID", "CITADEL_CAS_FINGERPRINT",
-    "CITADEL_PLATFORM_KEY", "CITADEL_TPM",
+    "CITADEL_PLATFORM_KEY", "CITADEL_TPM", "CITADEL_ENGINE",
 })
+#: CITADEL_ENGINE by name (or an absolute path to an interpreter); engines.py finds them
+ENGINES = ("cpython", "pypy3")
 #: names of sessions and services (the CAS's rule): ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 _HEX_DIGITS = frozenset("0123456789abcdef")
@@ -39,14 +41,14 @@ class Settings:
     """The parsed settings. ``heap``/``stack`` are bytes, None when not set (no limit / default)."""
 
     __slots__ = ("mode", "heap", "stack", "allow_dlopen", "version", "hash_only", "log", "tee_root", "unknown",
-                 "cas_addr", "config_id", "cas_fingerprint", "platform_key", "tpm")
+                 "cas_addr", "config_id", "cas_fingerprint", "platform_key", "tpm", "engine")
 
     def __init__(self, mode: str = "auto", heap: Optional[int] = None, stack: Optional[int] = None,
                  allow_dlopen: bool = False, version: bool = False, hash_only: bool = False,
                  log: str = "warning", tee_root: str = "/", unknown: Tuple[str, ...] = (),
                  cas_addr: Optional[str] = None, config_id: Optional[str] = None,
                  cas_fingerprint: Optional[str] = None, platform_key: Optional[str] = None,
-                 tpm: Optional[str] = None) -> None:
+                 tpm: Optional[str] = None, engine: Optional[str] = None) -> None:
         self.mode = mode
         self.heap = heap
         self.stack = stack
@@ -61,6 +63,7 @@ class Settings:
         self.cas_fingerprint = cas_fingerprint  # the pinned CAS key: 64 lowercase hex digits (measured)
         self.platform_key = platform_key  # the sim platform key file (absolute), None: the default path
         self.tpm = tpm  # the TPM channel for hw mode: "tcp:HOST:PORT" or a device path; None: /dev/tpmrm0
+        self.engine = engine  # CITADEL_ENGINE as the launcher read it: cpython, pypy3 or a path; None: unset
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
@@ -141,6 +144,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
     fingerprint = _optional(env, "CITADEL_CAS_FINGERPRINT", parse_fingerprint)
     platform_key = _optional(env, "CITADEL_PLATFORM_KEY", _absolute_path)
     tpm = _optional(env, "CITADEL_TPM", parse_tpm)
+    engine = _optional(env, "CITADEL_ENGINE", parse_engine)
     return Settings(
         mode=mode,
         heap=heap,
@@ -156,6 +160,7 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         cas_fingerprint=fingerprint,
         platform_key=platform_key,
         tpm=tpm,
+        engine=engine,
     )
 
 
@@ -234,3 +239,17 @@ def parse_tpm(name: str, text: str) -> str:
         return text
     raise UsageError(f"{name}={text!r} is not a TPM channel",
                      f"use {name}=tcp:HOST:PORT (swtpm) or a device path such as {name}=/dev/tpmrm0")
+
+
+def parse_engine(name: str, text: str) -> str:
+    """``cpython``, ``pypy3`` (any case; ``pypy`` too) or an absolute path to an interpreter."""
+    value = text.strip()
+    lowered = value.lower()
+    if lowered == "pypy":
+        lowered = "pypy3"
+    if lowered in ENGINES:
+        return lowered
+    if value.startswith("/") and "\0" not in value and not value.endswith("/"):
+        return value
+    raise UsageError(f"{name}={text!r} is not an engine",
+                     f"use {name}=cpython (the default), {name}=pypy3 or the absolute path of an interpreter")

@@ -85,8 +85,8 @@ def run_engine(job: LaunchJob, settings: Mapping[str, str], *, python: Optional[
     env["CITADEL_LAUNCH_FD"] = str(read_end)
     payload = job.request()
     try:
-        proc = subprocess.Popen(engine_command(python), env=env, pass_fds=(read_end,), cwd=job.cwd,
-                                stdout=subprocess.PIPE if capture else None)
+        proc = subprocess.Popen(engine_command(python, settings.get("CITADEL_ENGINE")), env=env,
+                                pass_fds=(read_end,), cwd=job.cwd, stdout=subprocess.PIPE if capture else None)
     except OSError as exc:
         os.close(read_end)
         os.close(write_end)
