@@ -180,6 +180,35 @@ def _refuse_fork_exec(*args: Any, **kwargs: Any) -> Any:
                        NO_PROGRAMS_REMEDY)
 
 
+# PyPy 3.9 raises no audit events for these (CPython does): wrap them so the guard sees them
+# and refuses with its clear message instead of leaving it to the seccomp filter's bare EPERM.
+_PYPY_PROCESS_CALLS = {
+    "system": ("os.system", lambda a: (a[0],)),
+    "execv": ("os.exec", lambda a: (a[0], a[1], None)),
+    "execve": ("os.exec", lambda a: (a[0], a[1], a[2])),
+    "spawnv": ("os.spawn", lambda a: (a[0], a[1], a[2], None)),
+    "spawnve": ("os.spawn", lambda a: (a[0], a[1], a[2], a[3])),
+    "spawnvp": ("os.spawn", lambda a: (a[0], a[1], a[2], None)),
+    "spawnvpe": ("os.spawn", lambda a: (a[0], a[1], a[2], a[3])),
+    "posix_spawn": ("os.posix_spawn", lambda a: (a[0], a[1], a[2])),
+    "posix_spawnp": ("os.posix_spawn", lambda a: (a[0], a[1], a[2])),
+}
+
+
+def _audit_process_calls() -> None:
+    for name, (event, audit_args) in _PYPY_PROCESS_CALLS.items():
+        original = getattr(os, name, None)
+        if original is None:
+            continue
+
+        def audited(*args: Any, _original: Callable[..., Any] = original, _event: str = event,
+                    _audit_args: Callable[[tuple], tuple] = audit_args, **kwargs: Any) -> Any:
+            sys.audit(_event, *_audit_args(args + (None,) * 4))
+            return _original(*args, **kwargs)
+
+        setattr(os, name, audited)
+
+
 _installed: Optional[Guard] = None
 
 
@@ -205,6 +234,8 @@ def install(base: Optional[TrustedBase], *, allow_dlopen: bool) -> Guard:
     import _posixsubprocess
 
     _posixsubprocess.fork_exec = _refuse_fork_exec
+    if sys.implementation.name == "pypy":
+        _audit_process_calls()
     set_mapping_tolerance(guard.tolerate_mapping)
     libraries.set_dependency_check(guard.check_dependency)
     if base is not None:  # what the engine's start-up loaded, checked in one pass, then load by load
