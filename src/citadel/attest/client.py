@@ -143,9 +143,13 @@ def parse_cas_address(addr: str) -> Tuple[str, int]:
     host, port = text, DEFAULT_PORT
     if text.startswith("["):
         end = text.find("]")
+        if end < 0:
+            raise CasError(f"CAS address {addr!r} has no closing ']'", "for example https://[::1]:8443")
         host, rest = text[1:end], text[end + 1 :]
         if rest.startswith(":"):
             port = _port(rest[1:], addr)
+        elif rest:
+            raise CasError(f"CAS address {addr!r} is not HOST[:PORT]", "for example https://[::1]:8443")
     elif text.count(":") == 1:
         host, port_text = text.split(":")
         port = _port(port_text, addr)

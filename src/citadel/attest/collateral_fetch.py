@@ -19,6 +19,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -46,9 +47,16 @@ CRL_CHAIN_HEADERS = ("sgx-pck-crl-issuer-chain",)
 class CollateralFetchError(CitadelError):
     """A collateral service could not be reached or answered with an error (transport)."""
 
+    def __init__(self, cause: str, remedy: str = "") -> None:
+        super().__init__(cause, remedy or "check the network and the service URLs (--pcs-url, --kds-url)")
+
 
 class CollateralFormatError(CitadelError):
     """A collateral service answered with something that is not the collateral asked for (data)."""
+
+    def __init__(self, cause: str, remedy: str = "") -> None:
+        super().__init__(cause, remedy or "check that the URL names Intel PCS, AMD KDS or a faithful mirror of it, "
+                         "and that the evidence is what --kind says")
 
 
 @dataclass(frozen=True)
@@ -179,7 +187,9 @@ def _der_or_pem(body: bytes, dest: str, url: str, crl: bool) -> Dict[str, bytes]
         if crl:
             (x509.load_pem_x509_crl if pem else x509.load_der_x509_crl)(body)
         else:
-            cert = (x509.load_pem_x509_certificate if pem else x509.load_der_x509_certificate)(body)
+            with warnings.catch_warnings():  # real VCEKs carry non-positive serials; cryptography warns
+                warnings.simplefilter("ignore")
+                cert = (x509.load_pem_x509_certificate if pem else x509.load_der_x509_certificate)(body)
             return {dest: cert.public_bytes(Encoding.DER)}
     except ValueError:
         raise CollateralFormatError(f"{url} did not answer with a {'CRL' if crl else 'certificate'}") from None
@@ -223,7 +233,8 @@ def files_from_response(request: Request, response: Response) -> Dict[str, bytes
 def http_get(url: str, timeout: float = TIMEOUT) -> Response:
     """GET with urllib; HTTP errors become a Response, unreachable hosts a CollateralFetchError."""
     if not url.startswith(("https://", "http://")):
-        raise CollateralFetchError(f"{url!r} is not an http(s) URL")
+        raise CollateralFetchError(f"{url!r} is not an http(s) URL",
+                                   "give --pcs-url, --intel-certs-url or --kds-url as https://HOST[/PATH]")
     request = urllib.request.Request(url, headers={"User-Agent": f"citadel/{__version__}"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310 (scheme checked)
@@ -263,6 +274,12 @@ def fetch_into(cache: Path, requests: List[Request], *, timeout: float = TIMEOUT
     written = []
     for relpath, data in staged.items():
         target = cache / relpath
-        _write_atomically(target, data)
+        try:
+            _write_atomically(target, data)
+        except OSError as exc:
+            raise CollateralFetchError(
+                f"cannot write {str(target)!r} into the collateral cache: {exc.strerror or exc}",
+                "give --cache a directory you can write to",
+            ) from None
         written.append(target)
     return written

@@ -61,9 +61,10 @@ def verifier_for(kind: str, **trust: Any) -> Verifier:
 def load_collateral(kind: str, path: Path, evidence: bytes) -> Optional[Mapping[str, Any]]:
     """The collateral of `kind` for `evidence` from a file or a collateral cache directory."""
     if kind not in COLLATERAL_LOADERS:
-        raise UsageError(f"evidence of kind {kind!r} takes no collateral")
+        raise UsageError(f"evidence of kind {kind!r} takes no collateral", "leave out --collateral")
     if not path.exists():
-        raise UsageError(f"collateral {str(path)!r} does not exist")
+        raise UsageError(f"collateral {str(path)!r} does not exist",
+                         "give a collateral file or the cache directory `citadel collateral fetch` filled")
     loader = _resolve(COLLATERAL_LOADERS, kind)
     collateral: Mapping[str, Any] = loader(path, evidence)
     return collateral

@@ -73,8 +73,14 @@ def create_platform_key(path: Path) -> Ed25519PrivateKey:
     """Make a new platform key and write it as PKCS#8 PEM, readable by its owner only (0600)."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise PlatformKeyError(
+            f"cannot make the sim platform key {str(path)!r}: {exc.strerror or exc}",
+            "give --key (or CITADEL_PLATFORM_KEY) a path in a directory you can write to",
+        ) from None
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
     return key

@@ -119,14 +119,19 @@ def load_or_create_client_key(path: Path) -> Tuple[Ed25519PrivateKey, bool]:
     """The client's signing key; made (mode 0600) on first use. Returns (key, created)."""
     if not path.exists():
         key = Ed25519PrivateKey.generate()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # made concurrently by another process: use that one
             return load_or_create_client_key(path)
+        except OSError as exc:
+            raise ClientKeyError(
+                f"cannot make the client key {str(path)!r}: {exc.strerror or exc}",
+                "set CITADEL_CLIENT_KEY (or pass --client-key) to a path in a directory you can write to",
+            ) from None
         with os.fdopen(fd, "wb") as handle:
             handle.write(pem)
         return key, True
@@ -134,7 +139,7 @@ def load_or_create_client_key(path: Path) -> Tuple[Ed25519PrivateKey, bool]:
         loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError) as exc:
         raise ClientKeyError(
-            f"cannot use the client key {str(path)!r}: {exc}",
+            f"cannot use the client key {str(path)!r}: {getattr(exc, 'strerror', None) or exc}",
             "move it away to make a new one (your identity changes), or fix CITADEL_CLIENT_KEY",
         ) from None
     if not isinstance(loaded, Ed25519PrivateKey):

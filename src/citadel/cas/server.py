@@ -7,6 +7,7 @@ builds its own context from the settings passed in CITADEL_CAS_SETTINGS.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -25,7 +26,14 @@ ReadyCallback = Callable[[str, TlsFiles], None]
 
 
 def prepare_tls(settings: CasSettings) -> TlsFiles:
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state = settings.state_dir
+    if state.exists() and not state.is_dir():
+        raise StateError(f"the state directory {str(state)!r} is a file", "give --state-dir a directory")
+    try:
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StateError(f"cannot create the state directory {str(state)!r}: {exc.strerror or exc}",
+                         "give --state-dir a directory you can write to") from None
     return ensure_tls(settings.state_dir, cert=settings.tls_cert, key=settings.tls_key, sans=settings.tls_sans)
 
 
@@ -36,11 +44,17 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(2048)
+    except socket.gaierror as exc:
+        raise StateError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                         "give --host an IP address of this machine (e.g. 127.0.0.1 or 0.0.0.0) or its name") from None
     except OSError as exc:
-        raise StateError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-            "pick another --port, or stop what is using it",
-        ) from None
+        if exc.errno == errno.EADDRINUSE:
+            remedy = "pick another --port, or stop what is using it"
+        elif exc.errno == errno.EACCES:
+            remedy = "ports below 1024 need privileges: pick --port 1024 or above"
+        else:
+            remedy = "check --host is an address of this machine, and --port"
+        raise StateError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", remedy) from None
     sock.set_inheritable(True)
     return sock
 
@@ -57,8 +71,25 @@ def serve(
 ) -> None:
     """Serve until interrupted. `on_ready(url, tls)` runs once the port is bound."""
     logs.setup(settings.log_level)
-    tls = prepare_tls(settings)
-    common: Dict[str, Any] = dict(
+    if settings.workers > 1:
+        _serve_workers(settings, on_ready, extra_routers)
+        return
+    sock = _bind(settings.host, settings.port)  # first: a busy port or a bad --host must leave no new state behind
+    try:
+        tls = prepare_tls(settings)
+        app = create_app(settings, extra_routers=extra_routers)
+    except BaseException:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(tls)))
+    if on_ready:
+        on_ready(url_for(settings.host, port), tls)
+    server.run(sockets=[sock])
+
+
+def _uvicorn_options(tls: TlsFiles) -> Dict[str, Any]:
+    return dict(
         ssl_certfile=str(tls.cert),
         ssl_keyfile=str(tls.key),
         log_config=None,
@@ -67,29 +98,26 @@ def serve(
         timeout_graceful_shutdown=5,
         proxy_headers=False,
     )
-    if settings.workers > 1:
-        if settings.port == 0 or extra_routers:
-            raise StateError("--workers needs a fixed --port", "give --port")
-        os.environ[SETTINGS_ENV] = settings.to_env()
-        if on_ready:
-            on_ready(url_for(settings.host, settings.port), tls)
-        uvicorn.run(
-            "citadel.cas.server:app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            **common,
-        )
-        return
-    app = create_app(settings, extra_routers=extra_routers)
-    sock = _bind(settings.host, settings.port)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, **common)
-    server = uvicorn.Server(config)
+
+
+def _serve_workers(
+    settings: CasSettings, on_ready: Optional[ReadyCallback], extra_routers: Sequence[APIRouter]
+) -> None:
+    """`--workers N`: uvicorn forks N processes that bind the fixed port themselves."""
+    if settings.port == 0 or extra_routers:
+        raise StateError("--workers needs a fixed --port", "give --port")
+    tls = prepare_tls(settings)
+    os.environ[SETTINGS_ENV] = settings.to_env()
     if on_ready:
-        on_ready(url_for(settings.host, port), tls)
-    server.run(sockets=[sock])
+        on_ready(url_for(settings.host, settings.port), tls)
+    uvicorn.run(
+        "citadel.cas.server:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        **_uvicorn_options(tls),
+    )
 
 
 def app_from_env() -> FastAPI:

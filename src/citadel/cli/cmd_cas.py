@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any, List
 
+from citadel.cli.helptext import add_action
 from citadel.cli.output import emit_json, info
 
 
@@ -44,7 +45,12 @@ def _state_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = sub.add_parser("serve", help="run the CAS (HTTPS, with OpenAPI at /docs and /openapi.json)")
+    p = add_action(sub, "serve", "run the CAS (HTTPS, with OpenAPI at /docs and /openapi.json)", [
+        "citadel cas serve                                   # ~/.local/share/citadel/cas, SQLite, port 8443",
+        "citadel cas serve --port 9443 --state-dir /var/lib/citadel-cas",
+        "citadel cas serve --db-url postgresql://cas@db/cas --master-key-file /run/secrets/cas.key --workers 2",
+        "citadel cas serve --collateral /var/cache/citadel/collateral --trust trust.json",
+    ])
     _state_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8443, help="port (default 8443; 0 picks a free one)")
@@ -74,14 +80,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="collateral cache for SGX/TDX/SEV-SNP evidence (`citadel collateral fetch` fills it; never fetched)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p = sub.add_parser("fingerprint", help="print the fingerprint clients pin")
+    p = add_action(sub, "fingerprint", "print the fingerprint clients pin", [
+        "citadel cas fingerprint",
+        "citadel cas fingerprint --state-dir /var/lib/citadel-cas",
+    ])
     p.add_argument("--state-dir", type=Path, metavar="DIR", help="the CAS's state directory")
     p.add_argument("--tls-cert", type=Path, metavar="PEM", help="an operator-supplied certificate instead")
-    p = sub.add_parser("migrate", help="bring the database schema up to date (serve does this too)")
+    p = add_action(sub, "migrate", "bring the database schema up to date (serve does this too)", [
+        "citadel cas migrate --db-url postgresql://cas@db/cas",
+    ])
     _state_arguments(p)
-    p = sub.add_parser("audit", help="check the audit log")
+    p = add_action(sub, "audit", "check the audit log", ["citadel cas audit verify --state-dir /var/lib/citadel-cas"])
     audit_sub = p.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
-    v = audit_sub.add_parser("verify", help="recompute the hash chain and check the head's MAC")
+    v = add_action(audit_sub, "verify", "recompute the hash chain and check the head's MAC", [
+        "citadel cas audit verify",
+        "citadel cas audit verify --db-url postgresql://cas@db/cas --master-key-file cas.key --json",
+    ])
     _state_arguments(v)
     v.add_argument("--json", action="store_true", help="print JSON")
 

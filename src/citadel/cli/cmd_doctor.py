@@ -68,7 +68,7 @@ def _settings() -> Check:
     try:
         parsed = parse_settings(env)
     except CitadelError as exc:
-        return ("settings", "FAIL", exc.cause)
+        return ("settings", "FAIL", f"{exc.cause} ({exc.remedy})" if exc.remedy else exc.cause)
     return ("settings", "ok", ", ".join(f"{k}={v}" for k, v in parsed.describe().items()))
 
 

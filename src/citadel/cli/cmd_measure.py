@@ -21,7 +21,7 @@ import argparse
 import os
 from typing import Dict, Optional
 
-from citadel.cli.engine_flags import add_cas_arguments, add_engine_flags, engine_settings
+from citadel.cli.engine_flags import SETTINGS_HELP, add_cas_arguments, add_engine_flags, engine_settings
 from citadel.cli.output import emit_json
 from citadel.engine.command import manifest_paths, measure_engine
 
@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rebuild", action="store_true",
                         help="rebuild the engine manifest from the files installed now, then measure")
     parser.add_argument("--json", action="store_true", help="print a JSON object for scripts")
+    parser.epilog = SETTINGS_HELP
 
 
 def run(args: argparse.Namespace) -> int:

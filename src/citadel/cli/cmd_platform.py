@@ -27,14 +27,20 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict
 
-from citadel.cli.cmd_session import add_client_arguments, call, open_client
+from citadel.cli.cmd_session import add_client_arguments, call, check_name, open_client
+from citadel.cli.helptext import add_action
 from citadel.cli.output import emit_json, info
 from citadel.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = sub.add_parser("add", help="register a platform key (sim: made if the key file does not exist)")
+    p = add_action(sub, "add", "register a platform key (sim: made if the key file does not exist)", [
+        "citadel platform add build-host-1                  # makes ~/.config/citadel/platform.key if absent",
+        "citadel platform add remote-7 --public-key 3b6a27bc...",
+        "citadel platform add swtpm-1 --kind tpm --tpm tcp:127.0.0.1:2321",
+        "citadel platform add tpm-7 --kind tpm --ak-pem ak.pem",
+    ])
     p.add_argument("name", help="a name for the platform (policies may list it under attestation.platforms)")
     p.add_argument("--kind", choices=["sim", "tpm"], default="sim", help="sim (default) or tpm")
     source = p.add_mutually_exclusive_group()
@@ -53,10 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--ak-pem", type=Path, metavar="FILE", help="tpm: the AK's PEM public key, read elsewhere")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_client_arguments(p)
-    p = sub.add_parser("list", help="registered platforms")
+    p = add_action(sub, "list", "list the registered platforms",
+                   ["citadel platform list", "citadel platform list --json"])
     p.add_argument("--json", action="store_true", help="print JSON")
     add_client_arguments(p)
-    p = sub.add_parser("remove", help="unregister a platform")
+    p = add_action(sub, "remove", "unregister a platform", ["citadel platform remove build-host-1"])
     p.add_argument("name")
     add_client_arguments(p)
 
@@ -88,7 +95,9 @@ def _ak_pem(args: argparse.Namespace) -> str:
         try:
             return args.ak_pem.read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read the AK file {str(args.ak_pem)!r}: {exc}", "give a PEM public key") from None
+            why = getattr(exc, "strerror", None) or exc
+            raise UsageError(f"cannot read the AK file {str(args.ak_pem)!r}: {why}",
+                             "give the AK's PEM public key (tpm2_readpublic -f pem), or read it with --tpm") from None
     from citadel.attest.collect.tpm import read_ak_public_pem
 
     return read_ak_public_pem(args.tpm).decode("ascii")
@@ -108,6 +117,8 @@ def _add_tpm(args: argparse.Namespace, pem: str) -> Dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action in ("add", "remove"):
+        check_name(args.name, "platform")
     if args.action == "add":
         if args.kind == "tpm":
             row = _add_tpm(args, _ak_pem(args))

@@ -15,10 +15,12 @@ examples:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from citadel.cli.helptext import add_action
 from citadel.cli.output import emit_json, info
 from citadel.errors import CitadelError, UsageError
 
@@ -66,31 +68,39 @@ def call(args: argparse.Namespace, method: str, *params: Any) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, help_text in (
-        ("create", "create a session from a YAML policy"),
-        ("update", "replace a session (the policy names its predecessor's hash)"),
+    for name, help_text, examples in (
+        ("create", "create a session from a YAML policy", [
+            "citadel session create app.yaml --cas https://cas.example:8443 --cas-fingerprint sha256:...",
+            "citadel session create app.yaml --json"]),
+        ("update", "replace a session (the policy names its predecessor's hash)", [
+            "citadel session update app.yaml                     # app.yaml has `predecessor: <hash>`",
+            "citadel session update app.yaml --predecessor $(citadel session show app --json | jq -r .hash)"]),
     ):
-        p = sub.add_parser(name, help=help_text)
+        p = add_action(sub, name, help_text, examples)
         p.add_argument("policy", type=Path, help="the YAML policy file ('-' for stdin)")
         if name == "update":
             p.add_argument("--predecessor", metavar="HASH", help="the current hash, if the file does not name it")
         p.add_argument("--json", action="store_true", help="print JSON")
         add_client_arguments(p)
-    p = sub.add_parser("show", help="print a session's policy (secrets hidden) and hash")
+    p = add_action(sub, "show", "print a session's policy (secrets hidden) and hash",
+                   ["citadel session show app", "citadel session show app --json"])
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_client_arguments(p)
-    p = sub.add_parser("list", help="the sessions you may read")
+    p = add_action(sub, "list", "list the sessions you may read", ["citadel session list --cas https://cas.example:8443"])
     p.add_argument("--json", action="store_true", help="print JSON")
     add_client_arguments(p)
-    p = sub.add_parser("delete", help="delete a session")
+    p = add_action(sub, "delete", "delete a session", ["citadel session delete app"])
     p.add_argument("name")
     add_client_arguments(p)
-    p = sub.add_parser("whoami", help="print your client identity (for access policies)")
+    p = add_action(sub, "whoami", "print your client identity (for access policies)",
+                   ["citadel session whoami", "citadel session whoami --check --cas https://cas.example:8443"])
     p.add_argument("--check", action="store_true", help="also ask the CAS (shows whether you are an operator)")
     add_client_arguments(p)
-    sub.add_parser("schema", help="print the policy's JSON Schema (for editors)")
-    p = sub.add_parser("validate", help="check a policy locally; errors point at lines")
+    add_action(sub, "schema", "print the policy's JSON Schema (for editors)",
+               ["citadel session schema > session.schema.json"])
+    p = add_action(sub, "validate", "check a policy locally; errors point at lines",
+                   ["citadel session validate app.yaml", "sed s/v1/v2/ app.yaml | citadel session validate -"])
     p.add_argument("policy", type=Path, help="the YAML policy file ('-' for stdin)")
 
 
@@ -106,9 +116,32 @@ def _read(path: Path) -> Tuple[str, str]:
         ) from None
 
 
+#: names of sessions, services and platforms (the CAS's rule)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_name(value: str, what: str) -> str:
+    """Refuse a name the CAS would refuse, before any request, in words rather than a pattern."""
+    if not NAME_RE.match(value):
+        raise UsageError(f"{what} {value!r} is not a valid name",
+                         "use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+def check_hash(value: str, flag: str) -> str:
+    text = value.strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise UsageError(f"{flag} {value!r} is not a session hash (64 hex digits)",
+                         "copy the hash `citadel session show NAME` prints")
+    return text
+
+
 def _print_issues(issues: List[Dict[str, Any]], source: str, remedy: str) -> int:
     for issue in issues:
-        where = f"{source}:{issue.get('line', 1)}:{issue.get('column', 1)}"
+        if "line" in issue or not issue.get("path"):
+            where = f"{source}:{issue.get('line', 1)}:{issue.get('column', 1)}"
+        else:  # a request field the CAS refused, not a place in the policy file
+            where = str(issue["path"])
         print(f"citadel: error: {where}: {issue.get('message')}", file=sys.stderr)
     print(f"citadel: hint: {remedy}", file=sys.stderr)
     return 1
@@ -153,6 +186,8 @@ def _run(args: argparse.Namespace) -> int:
     if action == "whoami":
         return _whoami(args)
     if action in ("create", "update"):
+        if getattr(args, "predecessor", None) is not None:
+            args.predecessor = check_hash(args.predecessor, "--predecessor")
         text, source, parsed = _validated(args.policy)
         if action == "create":
             result = call(args, "create_session", text, source)
@@ -165,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"hash: {result['hash']}   (the predecessor of its next update)")
         return 0
     if action == "show":
-        result = call(args, "show_session", args.name)
+        result = call(args, "show_session", check_name(args.name, "session"))
         if args.json:
             emit_json(result)
         else:
@@ -180,7 +215,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{item['name']}\t{item['hash']}\tgeneration {item['generation']}")
         return 0
     if action == "delete":
-        call(args, "delete_session", args.name)
+        call(args, "delete_session", check_name(args.name, "session"))
         print(f"session {args.name} deleted")
         return 0
     raise CitadelError(f"unknown action {action!r}", "see `citadel session --help`")

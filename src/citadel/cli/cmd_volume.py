@@ -23,15 +23,18 @@ examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import Callable, List, Optional, Tuple
 
 from citadel.cli.cmd_session import add_client_arguments
+from citadel.cli.helptext import add_action
 from citadel.cli.output import emit_json, info
 from citadel.errors import UsageError
 from citadel.volume import LocalTagStore, Volume, VolumeError, parse_key
 from citadel.volume.format import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from citadel.volume.store import MANIFEST
 from citadel.volume.transfer import describe, export_tree, import_path, kept_states
 
 
@@ -53,23 +56,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="the volume's name in the session (with --config-id)")
         add_client_arguments(p)
 
-    create = sub.add_parser("create", help="make a new, empty volume")
+    create = add_action(sub, "create", "make a new, empty volume", [
+        "citadel volume create ./vol-in --key-file in.key                 # writes in.key (0600) if absent",
+        "citadel volume create ./vol-out --key-file out.key --tag-store tags.json --name out",
+        "citadel volume create ./vol-in --config-id demo/app --volume inputs --cas https://cas:8443",
+    ])
     common(create)
     create.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES",
                         help="plaintext bytes per sealed chunk, fixed for the volume's life (default: 65536)")
 
-    show = sub.add_parser("show", help="print a volume's tag, files and kept conflict states")
+    show = add_action(sub, "show", "print a volume's tag, files and kept conflict states", [
+        "citadel volume show ./vol-in --key-file in.key --verify",
+        "citadel volume show ./vol-out --key-file out.key --tag-store tags.json --name out --json",
+    ])
     common(show)
     show.add_argument("--verify", action="store_true", help="authenticate every byte of every file")
     show.add_argument("--expected-tag", metavar="TAG", help="refuse any state but this one")
 
-    imp = sub.add_parser("import", help="copy plaintext files or directories into a volume")
+    imp = add_action(sub, "import", "copy plaintext files or directories into a volume", [
+        "citadel volume import ./vol-in data/ --key-file in.key",
+        "citadel volume import ./vol-in a.csv b.csv --to inputs --key-file in.key --tag-store tags.json --name in",
+    ])
     common(imp)
     imp.add_argument("sources", nargs="+", metavar="SRC", help="files or directories to copy in")
     imp.add_argument("--to", default="", metavar="PATH", help="directory inside the volume (default: its root)")
     imp.add_argument("--expected-tag", metavar="TAG", help="refuse any state but this one")
 
-    exp = sub.add_parser("export", help="write a volume's files as plaintext into a new directory")
+    exp = add_action(sub, "export", "write a volume's files as plaintext into a new directory", [
+        "citadel volume export ./vol-out ./results --key-file out.key",
+        "citadel volume export ./vol-out ./conflict --key-file out.key --state TAG   # a kept conflict state",
+    ])
     common(exp)
     exp.add_argument("dest", metavar="DEST", help="new directory to create")
     exp.add_argument("--path", default="", help="export only this directory of the volume")
@@ -78,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="export a kept state (a refused conflict) instead of the current one")
 
 
-def _key(path: str, create: bool) -> bytes:
+def _key(path: str, create: bool) -> Tuple[bytes, bool]:
+    """The volume key from ``path`` and whether this call wrote it (``create`` and no file yet)."""
     if create and not os.path.exists(path):
         key = os.urandom(32)
         try:
@@ -89,12 +106,32 @@ def _key(path: str, create: bool) -> bytes:
         with os.fdopen(fd, "w") as fh:
             fh.write(key.hex() + "\n")
         info(f"citadel: wrote a new volume key to {path} (keep it secret; without it the data is lost)")
-        return key
+        return key, True
     try:
-        with open(path) as fh:
-            return parse_key(fh.read())
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return parse_key(fh.read(4096)), False
     except OSError as exc:
         raise UsageError(f"cannot read the key file {path!r}: {exc.strerror}", "check --key-file") from None
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad values before anything is written (a new key file, a volume directory).
+
+    --expected-tag and --state name a volume tag: 64 hex digits, as `citadel volume show` prints.
+    """
+    chunk_size = getattr(args, "chunk_size", None)
+    if chunk_size is not None and not 0 < chunk_size <= MAX_CHUNK_SIZE:
+        raise UsageError(f"--chunk-size must be between 1 and {MAX_CHUNK_SIZE}", "use the default, 65536")
+    for flag in ("expected_tag", "state"):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        text = value.strip().lower()
+        if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+            option = "--" + flag.replace("_", "-")
+            raise UsageError(f"{option} {value!r} is not a volume tag (64 hex digits)",
+                             "copy the tag `citadel volume show` prints")
+        setattr(args, flag, text)
 
 
 def _tags(args: argparse.Namespace) -> Tuple[Optional[str], Optional[Callable[[str, str], None]]]:
@@ -117,7 +154,17 @@ def run(args: argparse.Namespace) -> int:
         if not args.key_file:
             raise UsageError("the volume's key is needed", "pass --key-file FILE, or --config-id and --volume "
                              "to ask the CAS for it")
-        return _run(args, _key(args.key_file, create=args.action == "create"), *_tags(args))
+        _check_arguments(args)
+        key, created = _key(args.key_file, create=args.action == "create")
+        try:
+            return _run(args, key, *_tags(args))
+        except BaseException:
+            if created and not os.path.exists(os.path.join(args.volume, MANIFEST)):
+                with contextlib.suppress(OSError):  # the new key protects nothing: leave no stray secret
+                    os.unlink(args.key_file)
+                    info(f"citadel: removed the new key file {args.key_file}: no volume was created")
+            raise
+    _check_arguments(args)
     with _CasVolume(args) as cas:
         status = _run(args, cas.key, cas.expected(args), cas.on_commit())
     cas.finish()
@@ -128,8 +175,6 @@ def _run(args: argparse.Namespace, key: bytes, expected: Optional[str],
          on_commit: Optional[Callable[[str, str], None]]) -> int:
     action = args.action
     if action == "create":
-        if not 0 < args.chunk_size <= MAX_CHUNK_SIZE:
-            raise UsageError(f"--chunk-size must be between 1 and {MAX_CHUNK_SIZE}", "use the default, 65536")
         vol = Volume.create(args.volume, key, on_commit=on_commit, chunk_size=args.chunk_size)
         vol.close()
         return _done(args, {"volume": vol.root, "tag": vol.tag}, vol.tag)
@@ -145,12 +190,17 @@ def _run(args: argparse.Namespace, key: bytes, expected: Optional[str],
             _print_show(doc, args.verify)
         return 0
     if action == "import":
-        with Volume.open(args.volume, key, expected_tag=expected, on_commit=on_commit, auto_commit=False) as vol:
+        vol = Volume.open(args.volume, key, expected_tag=expected, on_commit=on_commit, auto_commit=False)
+        try:
             files = total = 0
             for src in args.sources:
                 result = import_path(vol, src, args.to)
                 files, total = files + result.files, total + result.bytes
             vol.commit()
+        except BaseException:
+            vol.abandon()  # all sources or none: a failed import leaves the volume as it was
+            raise
+        vol.close()
         info(f"citadel: imported {files} file(s), {total} bytes")
         return _done(args, {"volume": vol.root, "tag": vol.tag, "files": files, "bytes": total}, vol.tag)
     if action == "export":

@@ -62,6 +62,8 @@ def volumes_from_args(args: argparse.Namespace) -> List[Dict[str, Any]]:
         if name not in specs:
             raise UsageError(f"--volume-create names {name!r}, but no --volume has that name",
                              f"add --volume {name}=HOST_DIR:MOUNT, or fix the name")
+        if specs[name]["read_only"]:  # before any key file is written for it
+            raise UsageError(f"volume {name!r} is read-only (:ro) and cannot be created", "drop :ro or --volume-create")
         specs[name]["create"] = True
     keys = _named_values(getattr(args, "volume_key", None) or [], "--volume-key", "NAME=FILE")
     for name, path in keys.items():
@@ -77,8 +79,6 @@ def volumes_from_args(args: argparse.Namespace) -> List[Dict[str, Any]]:
         if "key" not in spec:
             raise UsageError(f"volume {name!r} has no key", f"add --volume-key {name}=FILE (the file "
                              "`citadel volume create --key-file` wrote)")
-        if spec["create"] and spec["read_only"]:
-            raise UsageError(f"volume {name!r} is read-only (:ro) and cannot be created", "drop :ro or --volume-create")
         if spec["policy"] == "rollback-protected":
             if not tag_store:
                 raise UsageError(f"volume {name!r} is rollback-protected, but no --tag-store was given",
@@ -98,6 +98,9 @@ def _parse_volume(text: str) -> Dict[str, Any]:
     options: List[str] = []
     while len(parts) > 2 and all(o in VOLUME_OPTIONS for o in parts[-1].split(",")):
         options += parts.pop().split(",")
+    if len(parts) > 2 and not parts[-1].startswith("/") and parts[-2].startswith("/"):
+        raise UsageError(f"--volume {text!r} has an unknown option {parts[-1]!r}",
+                         f"the options are {', '.join(sorted(VOLUME_OPTIONS))}; {usage}")
     if len(parts) < 2 or not parts[-1].startswith("/"):
         raise UsageError(f"--volume {text!r} has no absolute mount path", usage)
     host_dir, mount = ":".join(parts[:-1]), parts[-1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import List, Optional
 
@@ -25,12 +26,18 @@ COMMANDS = {
     "collateral": ("citadel.cli.cmd_collateral", "fetch or inspect verification collateral"),
     "cas": ("citadel.cli.cmd_cas", "run and operate a Configuration and Attestation Service"),
     "session": ("citadel.cli.cmd_session", "create, update and inspect policies (sessions) on a CAS"),
-    "platform": ("citadel.cli.cmd_platform", "register simulation-mode platforms with a CAS"),
+    "platform": ("citadel.cli.cmd_platform", "register the machines (sim keys, TPMs) whose engines a CAS accepts"),
     "volume": ("citadel.cli.cmd_volume", "create, inspect, import into and export from encrypted volumes"),
     "doctor": ("citadel.cli.cmd_doctor", "check this machine: interpreter, TEE devices, settings"),
 }
 
 EPILOG = """\
+examples:
+  citadel seal app/ -o app.img --key-out app.key          # seal; prints the image tag
+  citadel run --image app.img --key-file app.key app.py   # run it in the protected engine
+  citadel doctor                                          # check this machine first
+  citadel COMMAND --help                                  # each command, with examples
+
 Settings come from CITADEL_* environment variables or flags (see `citadel run --help`).
 Documentation: README.md and docs/ in the Citadel source tree."""
 
@@ -68,6 +75,29 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at interpreter exit
+        return status
+    except SystemExit:  # argparse: --help, --version, usage errors
+        if not _flushed():
+            return 141
+        raise
+    except BrokenPipeError:  # `citadel ... | head`: the reader left; say nothing more, like other tools
+        _silence_stdout()
+        return 141
+
+
+def _flushed() -> bool:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return False
+    return True
+
+
+def _main(argv: Optional[List[str]]) -> int:
     args_list = sys.argv[1:] if argv is None else argv
     first = next((a for a in args_list if not a.startswith("-")), None)
     parser = build_parser(only=first if first in COMMANDS else None)
@@ -83,6 +113,49 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("citadel: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise  # main() stops quietly
+    except OSError as exc:  # a file or network error no command turned into a CitadelError
+        print(_os_error(exc).diagnostics(), file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, reported without a traceback
+        print(_internal_error(exc).diagnostics(), file=sys.stderr)
+        return 70
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _os_error(exc: OSError) -> CitadelError:
+    what = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    return CitadelError(f"{what}{where}",
+                        "check that the path exists and that you may read or write it, then run the command again")
+
+
+def _internal_error(exc: Exception) -> CitadelError:
+    """An unexpected exception: one line for the person, the traceback in a private file for the bug report."""
+    import tempfile
+    import traceback
+
+    saved = ""
+    try:
+        fd, path = tempfile.mkstemp(prefix="citadel-error-", suffix=".txt")  # mode 0600
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"citadel {__version__}\nargv: {sys.argv!r}\n\n")
+            fh.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        saved = f" (details in {path})"
+    except OSError:
+        pass
+    return CitadelError(f"internal error: {type(exc).__name__}: {exc}",
+                        f"this is a bug in Citadel, not in your input; please report it{saved}")
 
 
 if __name__ == "__main__":

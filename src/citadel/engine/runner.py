@@ -59,6 +59,7 @@ def run(request: LaunchRequest, context: Context) -> int:
     if request.kind == "module":
         import runpy
 
+        _check_runnable_module(request.module or "")
         sys.argv = [request.module or "", *request.argv[1:]]  # runpy puts the module's path first
         _fresh_main(None)
         run_as_main = getattr(runpy, "_run_module_as_main", None)
@@ -67,6 +68,27 @@ def run(request: LaunchRequest, context: Context) -> int:
         return _guarded(lambda: runpy.run_module(request.module or "", run_name="__main__", alter_sys=True),
                         context)
     return _run_script(request, context)
+
+
+def _check_runnable_module(name: str) -> None:
+    """`-m name` must name a module, or a package with __main__, that the engine can import."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise UsageError(f"no sealed or standard module named {name!r}",
+                         "name a module inside the image (e.g. -m mypackage.cli), as you would for python -m")
+    if spec.submodule_search_locations is not None:
+        try:
+            main_spec = importlib.util.find_spec(f"{name}.__main__")
+        except (ImportError, ValueError):
+            main_spec = None
+        if main_spec is None:
+            raise UsageError(f"{name!r} is a package without a __main__ module, so it cannot be run",
+                             f"run one of its modules (-m {name}.something) or add {name}/__main__.py and re-seal")
 
 
 # --- scripts ----------------------------------------------------------------------------------------
@@ -99,6 +121,9 @@ def script_relpath(image: SealedImage, given: str, cwd: Optional[str]) -> str:
     if region == "unprotected":
         raise ImageError(f"the script {given!r} is in the image's unprotected region; the engine runs only "
                          "sealed code", "re-seal the application with the script in a protected region")
+    if any(c is not None and image.is_dir(c) for c in candidates):
+        raise UsageError(f"the script {given!r} is a directory of the image, not a file",
+                         f"name a script inside it (e.g. {given.rstrip('/')}/app.py), or a package with -m")
     raise UsageError(f"the script {given!r} is not a sealed file of the image {image.root}",
                      "name the script by its path inside the sealed tree, e.g. app.py")
 

@@ -86,6 +86,9 @@ class Settings:
         }
 
 
+MAX_SIZE = 1 << 62
+
+
 def parse_size(name: str, text: str) -> int:
     """Bytes from '256M', '1G', '65536' (K, M, G, T are powers of 1024); UsageError otherwise."""
     value = text.strip().upper()
@@ -94,10 +97,15 @@ def parse_size(name: str, text: str) -> int:
             value = value[: -len(suffix)]
     unit = value[-1:] if value[-1:] in _UNITS else ""
     number = value[: len(value) - len(unit)].strip()
+    example = "8M" if name == "CITADEL_STACK" else "256M"
     if not number.isdigit() or not number.isascii():
         raise UsageError(f"{name}={text!r} is not a size",
-                         f"use a number with K, M or G, e.g. {name}=256M")
-    return int(number) * _UNITS[unit]
+                         f"use a number with K, M or G, e.g. {name}={example}")
+    size = int(number) * _UNITS[unit]
+    if size >= MAX_SIZE:  # the kernel's limits are C longs: larger values cannot even be expressed
+        raise UsageError(f"{name}={text!r} is larger than any machine's memory",
+                         f"use a size such as {name}={example}")
+    return size
 
 
 def format_size(size: int) -> str:

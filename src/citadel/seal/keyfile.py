@@ -69,6 +69,9 @@ def check_key_destination(
     if same_as is not None and os.path.exists(dest) and os.path.samefile(dest, same_as):
         return None
     parent = os.path.dirname(dest)
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise UsageError(f"{parent!r} (where the key file would go) is a file, not a directory",
+                         "choose a path inside a directory")
     if not os.path.isdir(parent):
         raise UsageError(
             f"the directory {parent!r} for the key file does not exist", f"create it first: mkdir -p {parent}"

@@ -48,6 +48,9 @@ def check_output(
     parent = os.path.dirname(path)
     if not os.path.basename(path):
         raise UsageError(f"IMAGE {out!r} is not a usable path", "name a new directory, e.g. -o app.img")
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise UsageError(f"{parent!r} (where IMAGE would go) is a file, not a directory",
+                         "choose a path inside a directory")
     if not os.path.isdir(parent):
         raise UsageError(
             f"the directory {parent!r} for IMAGE does not exist", f"create it first: mkdir -p {parent}"

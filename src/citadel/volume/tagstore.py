@@ -34,7 +34,13 @@ class LocalTagStore:
 
     @contextmanager
     def _locked(self) -> Iterator[Dict[str, str]]:
-        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if os.path.isdir(self.path):
+            raise VolumeError(f"the tag store {self.path!r} is a directory", "name a file for the tag store")
+        try:
+            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise VolumeError(f"cannot use the tag store {self.path!r}: {exc.strerror or exc}",
+                              "name a file in a directory you can write to") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield self._read()
@@ -47,6 +53,9 @@ class LocalTagStore:
                 doc = json.loads(fh.read() or b"{}")
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            raise VolumeError(f"cannot read the tag store {self.path!r}: {exc.strerror or exc}",
+                              "name a readable tag store file") from None
         except ValueError:
             raise VolumeError(f"the tag store {self.path!r} is not valid JSON",
                               "restore it from a backup; it records each volume's latest tag") from None

@@ -32,10 +32,24 @@ class TransferResult:
 
 
 def import_path(vol: Volume, src: str, dest: str = "") -> TransferResult:
-    """Copy the file or directory tree ``src`` into the volume at ``dest`` (a directory, "" = root)."""
-    result = TransferResult()
+    """Copy the file or directory tree ``src`` into the volume at ``dest`` (a directory, "" = root).
+
+    File-system errors (an unreadable source, a destination that is a file or leaves the volume)
+    become a VolumeError naming the path; the caller's volume is not committed then.
+    """
     if not os.path.exists(src):
         raise VolumeError(f"cannot import {src!r}: no such file or directory", "check the path")
+    try:
+        return _import_path(vol, src, dest)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise VolumeError(f"cannot import {src!r} into the volume at {dest or '/'!r}: {exc.strerror or exc}{where}",
+                          "check the source is readable and --to names a directory inside the volume "
+                          "(not a file, no '..')") from None
+
+
+def _import_path(vol: Volume, src: str, dest: str) -> TransferResult:
+    result = TransferResult()
     base = "/".join(p for p in (dest.strip("/"), os.path.basename(os.path.normpath(src))) if p)
     if dest.strip("/"):
         vol.makedirs(dest.strip("/"), exist_ok=True)
@@ -73,7 +87,17 @@ def export_tree(vol: Volume, dest: str, path: str = "") -> TransferResult:
     if prefix and not vol.isdir(prefix):
         raise VolumeError(f"the volume has no directory {prefix!r}", "list it with `citadel volume show`")
     parent = os.path.dirname(os.path.abspath(dest)) or "."
-    staging = tempfile.mkdtemp(prefix=".citadel-export-", dir=parent)
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise VolumeError(f"cannot export into {dest!r}: {parent!r} is a file, not a directory",
+                          "name a new directory in an existing directory")
+    if not os.path.isdir(parent):
+        raise VolumeError(f"cannot export into {dest!r}: the directory {parent!r} does not exist",
+                          f"create it first (mkdir -p {parent}), or name a new directory in an existing one")
+    try:
+        staging = tempfile.mkdtemp(prefix=".citadel-export-", dir=parent)
+    except OSError as exc:
+        raise VolumeError(f"cannot export into {dest!r}: cannot write in {parent!r}: {exc.strerror or exc}",
+                          "name a new directory in a place you can write to") from None
     result = TransferResult()
     try:
         for d in vol.directories():
@@ -90,6 +114,10 @@ def export_tree(vol: Volume, dest: str, path: str = "") -> TransferResult:
             result.bytes += size
             result.paths.append(rel)
         os.rename(staging, dest)
+    except OSError as exc:  # the host side: disk full, dest appeared meanwhile...; nothing is left behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise VolumeError(f"cannot export into {dest!r}: {exc.strerror or exc}",
+                          "check free space and permissions there, or name another new directory") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -127,7 +127,14 @@ class Volume(VolumeOps):
                                        for n in os.listdir(root)):
             raise VolumeError(f"cannot create a volume in {root!r}: the directory is not empty",
                               "choose a new or empty directory")
-        store.make_layout(root)
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise VolumeError(f"cannot create a volume in {root!r}: it is a file, not a directory",
+                              "choose a new or empty directory")
+        try:
+            store.make_layout(root)
+        except OSError as exc:
+            raise VolumeError(f"cannot create a volume in {root!r}: {exc.strerror or exc}",
+                              "choose a directory you can write to") from None
         state = new_state(chunk_size)
         lock = store.SessionLock(root, writable=True)
         vol = cls(root, key, state, "", on_commit=on_commit, read_only=False, auto_commit=auto_commit,
@@ -306,6 +313,16 @@ class Volume(VolumeOps):
                 if self._failure is None and not self.read_only:
                     self._cleanup()
             finally:
+                self._release()
+
+    def abandon(self) -> None:
+        """Release the session without committing: its changes are dropped, the volume keeps its state.
+
+        For the owner's tools, whose command failed half-way (the segment data it wrote is
+        unreferenced and removed by a later clean-up).
+        """
+        with self.lock:
+            if not self.closed:
                 self._release()
 
     def _release(self) -> None:

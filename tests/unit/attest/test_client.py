@@ -24,7 +24,7 @@ def test_parse_cas_address(addr: str, expected: tuple) -> None:
     assert client.parse_cas_address(addr) == expected
 
 
-@pytest.mark.parametrize("addr", ["http://cas:80", "cas:0", "cas:99999", "cas:port", ""])
+@pytest.mark.parametrize("addr", ["http://cas:80", "cas:0", "cas:99999", "cas:port", "", "https://[::1", "[::1]x"])
 def test_parse_cas_address_refuses(addr: str) -> None:
     with pytest.raises(client.CasError):
         client.parse_cas_address(addr)

@@ -157,8 +157,9 @@ class _IntelQuoteVerifier:
         at = require_aware(at)
         quote = parse_quote(evidence)
         if quote.is_tdx != self.tdx:
-            got = "TDX" if quote.is_tdx else "SGX"
-            raise VerificationError("quote.tee_type", f"this is an {got} quote, not {self.kind.upper()}")
+            got = "a TDX" if quote.is_tdx else "an SGX"
+            raise VerificationError("quote.tee_type", f"this is {got} quote, not {self.kind.upper()}",
+                                    f"verify it with --kind {'tdx' if quote.is_tdx else 'sgx'}")
         chain = verify_pck_chain(quote.pck_chain_pem, self.root, at)
         pck_key = p256_public_key(chain.leaf, "pck.certificate")
         verify_raw_signature(
