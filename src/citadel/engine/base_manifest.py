@@ -208,6 +208,7 @@ def collect(citadel_parent: str) -> Tuple[Dict[str, str], List[str], List[Entry]
 
     parent = os.path.realpath(citadel_parent)
     roots["citadel"] = parent
+    _ensure_bytecode(parent)
     for key, host in _python_files("citadel", parent, "citadel", suffixes):
         rel = key.split("/", 1)[1]
         source_rel = _source_of(rel)
@@ -221,6 +222,29 @@ def collect(citadel_parent: str) -> Tuple[Dict[str, str], List[str], List[Entry]
         if module:
             modules.append(module)
     return roots, import_path, entries, modules
+
+
+def _ensure_bytecode(parent: str) -> None:
+    """Write the current pyc of every engine-safe citadel module that lacks one, before hashing.
+
+    Otherwise the first process that imports such a module after the manifest was built (the
+    launcher does, for one) writes a pyc the manifest does not list, and the next engine refuses
+    to load it (a fresh editable install has no bytecode at all). A pyc that is current is never
+    rewritten by Python, so the one recorded here stays. A read-only installation is left as it is.
+    """
+    import glob
+    import py_compile
+    from importlib.util import cache_from_source
+
+    for pattern in CITADEL_FILES:
+        for source in sorted(glob.glob(os.path.join(parent, *pattern.split("/")))):
+            pyc = cache_from_source(source)
+            if _valid_pyc(pyc, source):
+                continue
+            try:
+                py_compile.compile(source, cfile=pyc, doraise=True)
+            except (OSError, py_compile.PyCompileError):
+                continue  # no bytecode for it: the source is hashed and compiled in memory
 
 
 def _source_of(rel: str) -> str:
