@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from citadel.crypto import GCM_TAG_SIZE, KEY_SIZE
 from citadel.errors import ImageError, TamperedImage, WrongKey
 from citadel.seal.format import (
-    REGIONS,
     AUTHENTICATED,
     ENCRYPTED,
     FILE_HEADER,
     MANIFEST_HEADER,
     MANIFEST_PATH,
+    REGIONS,
     UNPROTECTED,
     FileEntry,
     Manifest,
