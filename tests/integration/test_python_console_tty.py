@@ -22,7 +22,7 @@ def _read_until(fd: int, marker: bytes, timeout: float = 30.0) -> bytes:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise AssertionError(f"did not see {marker!r} in {seen[-2000:]!r}")
-        ready, _, _ = select.select([fd], [], [], remaining)
+        ready, _, _ = select.select([fd], [], [], min(remaining, 0.2))
         if ready:
             try:
                 chunk = os.read(fd, 4096)
@@ -36,8 +36,10 @@ def _read_until(fd: int, marker: bytes, timeout: float = 30.0) -> bytes:
 
 @pytest.mark.slow
 def test_console_has_banner_completion_and_history_on_a_terminal(tmp_path: Path) -> None:
-    master, slave = pty.openpty()
     env = clean_env(CITADEL_MODE="sim", TERM="xterm", HOME=str(tmp_path))
+    # as a user would have it: the engine manifest already built (the first start builds it)
+    subprocess.run(citadel_cmd() + ["measure"], env=env, check=True, capture_output=True, timeout=300)
+    master, slave = pty.openpty()
     proc = subprocess.Popen(citadel_cmd() + ["python"], stdin=slave, stdout=slave, stderr=slave, env=env,
                             cwd=str(tmp_path), close_fds=True)
     os.close(slave)
