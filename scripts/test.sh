@@ -21,7 +21,7 @@ if [ ! -x .venv-test/bin/python ]; then "$PY" -m venv .venv-test; fi
 .venv-test/bin/python -m pip install -q --upgrade pip
 .venv-test/bin/python -m pip install -q -e '.[dev]'
 # The PyPy engine (citadel run --engine pypy3): a PyPy venv in .venv-test/pypy-engine with cryptography 41.0.7.
-.venv-test/bin/python -c 'from citadel.engine.engines import setup_pypy_engine; setup_pypy_engine()'
+.venv-test/bin/citadel engine setup pypy3
 
 # -n 2: this project's machines have two cores. Slow tests run too (they are marked, not skipped).
 exec .venv-test/bin/python -m pytest -n 2 -q "$@"

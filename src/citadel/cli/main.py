@@ -28,6 +28,7 @@ COMMANDS = {
     "session": ("citadel.cli.cmd_session", "create, update and inspect policies (sessions) on a CAS"),
     "platform": ("citadel.cli.cmd_platform", "register the machines (sim keys, TPMs) whose engines a CAS accepts"),
     "volume": ("citadel.cli.cmd_volume", "create, inspect, import into and export from encrypted volumes"),
+    "engine": ("citadel.cli.cmd_engine", "set up the interpreters the engine can run on (PyPy)"),
     "doctor": ("citadel.cli.cmd_doctor", "check this machine: interpreter, TEE devices, settings"),
 }
 
