@@ -340,6 +340,7 @@ class ReleasedConfig:
     host_environment: Tuple[str, ...] = ()  # names the host may supply (policy pass-through)
     host_arguments: bool = False  # whether the host's arguments are appended to argv
     volumes: List[Dict[str, Any]] = field(default_factory=list)  # the session's volumes for this service
+    allowed_executables: Tuple[str, ...] = ()  # absolute paths of programs the engine may start (unprotected)
 
     def effective_environment(self, host_env: Mapping[str, str]) -> Dict[str, str]:
         """The policy's environment plus only the host variables the policy passes through by name."""
@@ -383,12 +384,21 @@ def parse_release(plaintext: bytes, expected_config_id: str) -> ReleasedConfig:
             host_environment=tuple(str(n) for n in doc.get("host_environment", [])),
             host_arguments=bool(doc.get("host_arguments", False)),
             volumes=list(doc.get("volumes", [])),
+            allowed_executables=_absolute_paths(doc.get("allowed_executables", [])),
         )
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
         raise CasProtocolError(
             "the CAS's release is not a valid configuration document",
             "the CAS and the engine may be of different versions",
         ) from None
+
+
+def _absolute_paths(items: Any) -> Tuple[str, ...]:
+    """The release's allowed_executables: a list of absolute paths without NUL (else a protocol error)."""
+    if not isinstance(items, list) or not all(isinstance(p, str) and p.startswith("/") and "\0" not in p
+                                              for p in items):
+        raise ValueError("allowed_executables")
+    return tuple(items)
 
 
 # --- the flow -------------------------------------------------------------------------------------

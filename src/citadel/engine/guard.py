@@ -1,4 +1,4 @@
-"""The audit-hook guard: which libraries may load after start, and no other programs (for now).
+"""The audit-hook guard: which libraries may load after start, and which programs may start.
 
 An audit hook (PEP 578) sees every ``ctypes.dlopen`` and every attempt to start a program; once
 added it cannot be removed, and a forked child keeps it. The guard also wraps the two loaders
@@ -32,8 +32,9 @@ if MYPY:  # typing costs start-up time; only the type checker needs it
 
 PROCESS_EVENTS = frozenset({"os.exec", "os.posix_spawn", "os.spawn", "os.system", "subprocess.Popen", "pty.spawn"})
 NO_PROGRAMS_REMEDY = ("inside the engine, os.fork, multiprocessing and subprocess of sys.executable (a child "
-                      "engine) work; other programs are not allowed by this engine's policy (a session policy "
-                      "naming allowed executables is planned)")
+                      "engine) work; other programs are not allowed by this engine's policy: a session can allow "
+                      "a program by listing its absolute path in the service's allowed_executables "
+                      "(docs/policy.md)")
 DLOPEN_REMEDY = ("seal the library into the image (it is then verified and loaded from memory), or set "
                  "CITADEL_ALLOW_DLOPEN=1 to allow unprotected libraries while debugging (this changes the "
                  "measurement, so a policy that pins it will refuse the engine)")
@@ -59,6 +60,7 @@ class Guard:
             self.engine_names |= {k.rpartition("/")[2] for k in base.entries if k.startswith(("system/", "libpython/"))}
         self._warned: Set[str] = set()
         # set by citadel.engine.processes: True for the engine's own interpreter (started as a child engine)
+        # and for the programs the session allows (allowed_executables, CAS flow)
         self.program_check: Optional[Callable[[Any], bool]] = None
 
     # -- the audit hook ---------------------------------------------------------------------------
@@ -68,7 +70,7 @@ class Guard:
         elif event in PROCESS_EVENTS:
             if event == "subprocess.Popen" and self.program_check is not None and args and self.program_check(args[0]):
                 subprocess = sys.modules.get("subprocess")
-                if subprocess is not None:  # fork_exec, never posix_spawn: processes.fork_exec starts child engines
+                if subprocess is not None:  # fork_exec, never posix_spawn: processes.fork_exec starts them
                     subprocess._USE_POSIX_SPAWN = False  # type: ignore[attr-defined]
                 return
             raise GuardRefusal(f"running other programs is not allowed inside the engine yet "

@@ -11,10 +11,14 @@ Applied once, before the engine reads its key:
 - ``CITADEL_STACK`` -> the stack size of new threads, and the main thread's RLIMIT_STACK.
 - a seccomp filter that makes execve/execveat fail with EPERM, under the audit-hook guard that
   explains the refusal: even code that calls libc directly cannot start another program. The one
-  exception is execve whose path *pointer* is `EXEC_PATH_ADDRESS`: a read-only page mapped there at
-  start holds the engine interpreter's path, so only a child engine can be started
-  (`citadel.engine.processes`); every engine maps the same page, so the stacked filters a child
-  inherits allow its own child engines too.
+  exception is execve whose path *pointer* is one of the `EXEC_SLOTS` page-aligned addresses from
+  `EXEC_PATH_ADDRESS` on: read-only pages mapped there at start (all of them, before the filter is
+  installed) hold the engine interpreter's path (slot 0) and, in the CAS flow, the programs the
+  session allows (`allowed_executables`, slots 1.. written once by `pin_programs` before the program
+  runs; unused slots hold an empty path, which execve refuses). So only a child engine or an allowed
+  program can be started (`citadel.engine.processes`). The filter is installed before the release is
+  known, so it names the slot *addresses*, not the paths; every engine maps the same slots, so the
+  stacked filters a child inherits allow its own child engines too.
 
 Engine-safe: stdlib only, Python 3.9, Linux.
 """
@@ -30,7 +34,7 @@ from citadel.errors import UsageError
 
 MYPY = False
 if MYPY:  # typing costs start-up time; only the type checker needs it
-    from typing import Any, Callable, Optional
+    from typing import Any, Callable, Dict, Optional, Sequence
 
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
@@ -43,6 +47,7 @@ SOCK_FILTER = struct.Struct("HBBI")  # code, jump if true, jump if false, k
 BPF_LD_W_ABS = 0x20
 BPF_JEQ_K = 0x15
 BPF_JGE_K = 0x35
+BPF_JSET_K = 0x45
 BPF_RET_K = 0x06
 SECCOMP_RET_ALLOW = 0x7FFF0000
 SECCOMP_RET_ERRNO = 0x00050000
@@ -57,14 +62,18 @@ EXEC_SYSCALLS = {
 }
 
 
-#: where every engine maps the read-only page holding its interpreter's path (x86-64 and aarch64
+#: where every engine maps the read-only pages holding the paths execve may run (x86-64 and aarch64
 #: user space, far from the heap, the stacks and the mmap area); see `map_exec_path`
 EXEC_PATH_ADDRESS = 0x1C17ADE10000
 PAGE = 4096
+#: pages from EXEC_PATH_ADDRESS on: slot 0 the engine interpreter, slots 1.. the allowed programs
+EXEC_SLOTS = 17
+MAX_ALLOWED_PROGRAMS = EXEC_SLOTS - 1
 PROT_READ, PROT_WRITE = 1, 2
 MAP_PRIVATE, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE = 0x02, 0x20, 0x100000
 SECCOMP_DATA_ARG0 = 16  # seccomp_data.args[0]: low 32 bits here, high 32 bits at +4 (little-endian)
 _exec_path: Optional[bytes] = None  # the path mapped at EXEC_PATH_ADDRESS, once it is
+_pinned: Optional[Dict[bytes, int]] = None  # allowed program path -> its slot's address, once pinned
 
 
 def apply(settings: Settings, *, note: Optional[Callable[[str], None]] = None) -> None:
@@ -129,28 +138,34 @@ def is_dumpable() -> bool:
     return _prctl(PR_GET_DUMPABLE, 0) != 0
 
 
-def exec_filter(machine: str, path_address: Optional[int] = None) -> bytes:
+def exec_filter(machine: str, path_address: Optional[int] = None, slots: int = 1) -> bytes:
     """The seccomp program: execve/execveat -> EPERM; a foreign ABI (x32, i386) -> EPERM; else allow.
 
-    With ``path_address``, execve whose first argument (the path pointer) is exactly that address
-    is allowed (the engine interpreter's path on a read-only page, `map_exec_path`).
+    With ``path_address``, execve whose first argument (the path pointer) is exactly one of the
+    ``slots`` page-aligned addresses ``path_address + i * PAGE`` is allowed (the read-only pages of
+    `map_exec_path`).
     """
     arch, execve, execveat = EXEC_SYSCALLS[machine]
     deny = SECCOMP_RET_ERRNO | EPERM
     if path_address is not None:
         low, high = path_address & 0xFFFFFFFF, path_address >> 32
+        end = low + slots * PAGE
+        if low % PAGE or slots < 1 or end > 0xFFFFFFFF:
+            raise ValueError("the exec slots must be page-aligned and stay inside one 4 GiB window")
         program = [
             (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH),
             (BPF_JEQ_K, 1, 0, arch),
             (BPF_RET_K, 0, 0, deny),
             (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_NR),
-            (BPF_JGE_K, 8, 0, X32_SYSCALL_BIT),           # -> deny
-            (BPF_JEQ_K, 7, 0, execveat),                  # -> deny
+            (BPF_JGE_K, 10, 0, X32_SYSCALL_BIT),          # -> deny
+            (BPF_JEQ_K, 9, 0, execveat),                  # -> deny
             (BPF_JEQ_K, 1, 0, execve),                    # -> check the path pointer
             (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
-            (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARG0),
-            (BPF_JEQ_K, 0, 3, low),                       # else -> deny
-            (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARG0 + 4),
+            (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARG0),      # low 32 bits of the pointer
+            (BPF_JGE_K, 0, 5, low),                       # below the first slot -> deny
+            (BPF_JGE_K, 4, 0, end),                       # past the last slot -> deny
+            (BPF_JSET_K, 3, 0, PAGE - 1),                 # not the start of a slot -> deny
+            (BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARG0 + 4),  # high 32 bits
             (BPF_JEQ_K, 0, 1, high),                      # else -> deny
             (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
             (BPF_RET_K, 0, 0, deny),
@@ -173,8 +188,9 @@ def exec_filter(machine: str, path_address: Optional[int] = None) -> bytes:
 def forbid_exec(engine_path: Optional[bytes] = None) -> None:
     """Install the exec filter for this thread and every process and thread it creates later.
 
-    With ``engine_path`` (the interpreter), that path is mapped read-only at EXEC_PATH_ADDRESS and
-    the filter allows execve from that address only; if the page cannot be mapped, nothing is allowed.
+    With ``engine_path`` (the interpreter), the EXEC_SLOTS read-only pages are mapped from
+    EXEC_PATH_ADDRESS on (that path in the first) and the filter allows execve from those addresses
+    only; if the pages cannot be mapped, nothing is allowed.
     """
     import _ctypes
 
@@ -182,7 +198,7 @@ def forbid_exec(engine_path: Optional[bytes] = None) -> None:
     if machine not in EXEC_SYSCALLS:
         raise OSError(0, f"no exec filter for {machine}")
     address = EXEC_PATH_ADDRESS if engine_path is not None and map_exec_path(engine_path) else None
-    code = exec_filter(machine, address)
+    code = exec_filter(machine, address, EXEC_SLOTS)
     program = _buffer(code)
     fprog = _buffer(SOCK_FPROG.pack(len(code) // SOCK_FILTER.size, _ctypes.addressof(program)))
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
@@ -190,25 +206,27 @@ def forbid_exec(engine_path: Optional[bytes] = None) -> None:
 
 
 def map_exec_path(path: bytes) -> bool:
-    """Map a read-only page at EXEC_PATH_ADDRESS holding ``path`` NUL-terminated; False if impossible.
+    """Map EXEC_SLOTS read-only pages from EXEC_PATH_ADDRESS on, ``path`` NUL-terminated in the first and
+    the others empty (see `pin_programs`); False if impossible.
 
-    A process started by exec from an engine has a fresh address space, so the address is free there.
+    A process started by exec from an engine has a fresh address space, so the addresses are free there.
     """
     global _exec_path
     if _exec_path is not None:
         return _exec_path == path
     if b"\0" in path or len(path) >= PAGE:
         return False
+    size = EXEC_SLOTS * PAGE
     mmap, mprotect, memmove = _libc("mmap", "P", "PLiiiL"), _libc("mprotect", "i", "PLi"), _libc("memmove", "P", "PPL")
-    mapped = mmap(EXEC_PATH_ADDRESS, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+    mapped = mmap(EXEC_PATH_ADDRESS, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
                   -1, 0)
     if mapped != EXEC_PATH_ADDRESS:  # taken, or a kernel without MAP_FIXED_NOREPLACE chose another place
         if mapped not in (None, 0, (1 << 64) - 1):
-            _libc("munmap", "i", "PL")(mapped, PAGE)
+            _libc("munmap", "i", "PL")(mapped, size)
         return False
     data = _buffer(path + b"\0")
     memmove(EXEC_PATH_ADDRESS, _address_of(data), len(path) + 1)
-    if mprotect(EXEC_PATH_ADDRESS, PAGE, PROT_READ) != 0:
+    if mprotect(EXEC_PATH_ADDRESS, size, PROT_READ) != 0:
         return False
     _exec_path = path
     return True
@@ -217,6 +235,51 @@ def map_exec_path(path: bytes) -> bool:
 def exec_path() -> Optional[bytes]:
     """The interpreter path execve may be given (at EXEC_PATH_ADDRESS), or None: exec is not possible."""
     return _exec_path
+
+
+def pin_programs(paths: Sequence[bytes]) -> Dict[bytes, int]:
+    """Write ``paths`` (absolute, real) into slots 1.. and make them read-only again; once per process.
+
+    Returns path -> the address execve must be given for it. Called in the CAS flow before the
+    program runs; raises OSError if the slots are not mapped, or it was called before.
+    """
+    global _pinned
+    if _pinned is not None:
+        raise OSError(0, "the allowed programs are pinned already")
+    unique = list(dict.fromkeys(paths))
+    if _exec_path is None:
+        raise OSError(0, "the exec pages are not mapped")
+    if len(unique) > MAX_ALLOWED_PROGRAMS:
+        raise OSError(0, f"at most {MAX_ALLOWED_PROGRAMS} programs can be allowed")
+    if any(b"\0" in p or not p.startswith(b"/") or len(p) >= PAGE for p in unique):
+        raise OSError(0, "an allowed program's path is not an absolute path shorter than a page")
+    _pinned = {}
+    if not unique:
+        return {}
+    mprotect, memmove = _libc("mprotect", "i", "PLi"), _libc("memmove", "P", "PPL")
+    first, size = EXEC_PATH_ADDRESS + PAGE, MAX_ALLOWED_PROGRAMS * PAGE
+    if mprotect(first, size, PROT_READ | PROT_WRITE) != 0:
+        raise OSError(_get_errno(), "cannot write the exec pages")
+    pinned = {}
+    for i, path in enumerate(unique):
+        data = _buffer(path + b"\0")
+        memmove(first + i * PAGE, _address_of(data), len(path) + 1)
+        pinned[path] = first + i * PAGE
+    if mprotect(first, size, PROT_READ) != 0:
+        raise OSError(_get_errno(), "cannot make the exec pages read-only")
+    _pinned = pinned
+    return dict(pinned)
+
+
+def program_address(path: bytes) -> Optional[int]:
+    """The pinned address of an allowed program's real path, or None (not allowed, or not pinned)."""
+    return (_pinned or {}).get(path)
+
+
+def _get_errno() -> int:
+    import _ctypes
+
+    return int(_ctypes.get_errno())
 
 
 def _address_of(buffer: Any) -> int:

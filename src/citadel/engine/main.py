@@ -23,7 +23,7 @@ from citadel.errors import CitadelError, EngineError
 
 MYPY = False
 if MYPY:  # typing costs start-up time; only the type checker needs it
-    from typing import Dict, Optional
+    from typing import Dict, Optional, Sequence
 
     from citadel.engine.request import LaunchRequest
     from citadel.engine.volumes import VolumeSet
@@ -122,11 +122,14 @@ def _run(base: TrustedBase, settings: Settings) -> int:
     return runner.run(request, context)
 
 
-def _install_processes(image: Optional[SealedImage], key: Optional[bytes], measurement: str) -> None:
-    """Let the program start child engines (multiprocessing spawn/forkserver, subprocess of sys.executable)."""
+def _install_processes(image: Optional[SealedImage], key: Optional[bytes], measurement: str,
+                       allowed_programs: Sequence[str] = ()) -> None:
+    """Let the program start child engines (multiprocessing spawn/forkserver, subprocess of sys.executable)
+    and, in the CAS flow, the programs the session allows (allowed_executables)."""
     from citadel.engine import processes
 
-    processes.install(image=image, key=key, measurement=measurement, engine_env=_engine_env)
+    processes.install(image=image, key=key, measurement=measurement, engine_env=_engine_env,
+                      allowed_programs=allowed_programs)
 
 
 def _run_attested(base: TrustedBase, settings: Settings, decision: tee.ModeDecision, measurement: str,
@@ -161,7 +164,7 @@ def _run_attested(base: TrustedBase, settings: Settings, decision: tee.ModeDecis
         from citadel.engine import injected
 
         injected.install(config.files, [m.mount_path for m in volumes.mounts] if volumes is not None else [])
-    _install_processes(image, config.image_key, measurement)
+    _install_processes(image, config.image_key, measurement, config.allowed_executables)
     cas.set_environment(cas.program_environment(request, config))
     _phase("shields installed; running the program")
 

@@ -1,4 +1,5 @@
-"""Processes inside the engine: the engine's own interpreter starts a child *engine*, nothing else runs.
+"""Processes inside the engine: the engine's own interpreter starts a child *engine*; other programs run
+only where the session allows them by path (CAS flow), outside the engine's protection.
 
 ``os.fork`` and multiprocessing's ``fork`` method need nothing here: a forked child keeps every shield
 (they live in the process). Everything that starts a program goes through
@@ -11,8 +12,12 @@ methods and its resource tracker, concurrent.futures); `install` replaces it wit
   child boots, verifies itself and asks its parent over that socket for its configuration
   (`citadel.engine.processes_channel`): the same image, key and tag, the program (``-c``, ``-m`` or
   a sealed script with its arguments), the working directory and the program's environment;
+* in the CAS flow, a program whose real path the session allows (``allowed_executables``, pinned
+  by `install` in hardening's read-only exec pages) is forked, set up the same way and exec'd from
+  its pinned page with the arguments and environment the caller gave; a one-line warning says it
+  runs OUTSIDE the engine's protection (no sealed files, no volumes, unprotected output);
 * any other program is refused (`GuardRefusal`), and the seccomp filter lets execve run only the
-  interpreter path on hardening's read-only page (`hardening.EXEC_PATH_ADDRESS`).
+  paths on hardening's read-only pages (`hardening.EXEC_PATH_ADDRESS`).
 
 Engine-safe: stdlib + `cryptography`, Python 3.9.
 """
@@ -29,7 +34,7 @@ from citadel.engine.guard import GuardRefusal
 
 MYPY = False
 if MYPY:  # typing costs start-up time; only the type checker needs it
-    from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+    from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
     from citadel.engine.request import LaunchRequest
     from citadel.seal.image import SealedImage
@@ -38,8 +43,8 @@ CHILD_FD = "CITADEL_CHILD_FD"
 #: settings a child engine does not repeat (it would print the version again, or only measure)
 NOT_INHERITED = ("CITADEL_LAUNCH_FD", CHILD_FD, "CITADEL_VERSION", "CITADEL_HASH", "CITADEL_REBUILD")
 PROGRAM_REMEDY = ("inside the engine, os.fork, multiprocessing and subprocess of sys.executable (a child engine) "
-                  "work; other programs are not allowed by this engine's policy (a session policy naming allowed "
-                  "executables is planned)")
+                  "work; other programs are not allowed by this engine's policy: a session can allow a program by "
+                  "listing its absolute path in the service's allowed_executables (docs/policy.md)")
 _FLAGS = frozenset("bBdEhiIOqsSuvVxRP")  # python flags without a value
 _VALUE_FLAGS = frozenset("WX")  # python flags with a value
 CONFIG_TIMEOUT = 120.0  # seconds a parent waits for a child engine's hello (a first start builds a manifest)
@@ -56,6 +61,7 @@ class _Parent:
 
 
 _parent: Optional[_Parent] = None
+_warned: Set[str] = set()  # allowed programs this process warned about
 
 
 def engine_environment(env: Mapping[str, str]) -> Dict[str, str]:
@@ -64,20 +70,54 @@ def engine_environment(env: Mapping[str, str]) -> Dict[str, str]:
 
 
 def install(*, image: Optional[SealedImage], key: Optional[bytes], measurement: str,
-            engine_env: Mapping[str, str]) -> None:
-    """Let the program start child engines (after the guard is installed); once per process."""
+            engine_env: Mapping[str, str], allowed_programs: Sequence[str] = ()) -> None:
+    """Let the program start child engines (after the guard is installed); once per process.
+
+    ``allowed_programs`` (the CAS flow: the release's allowed_executables) are pinned by their real
+    paths in hardening's exec pages; if that is impossible they stay refused, with a warning.
+    """
     global _parent
     if _parent is not None:
         return
     from citadel.engine import guard
 
     _parent = _Parent(image, key, measurement, engine_environment(engine_env))
+    if allowed_programs:
+        _pin(allowed_programs)
     import _posixsubprocess
 
     _posixsubprocess.fork_exec = fork_exec  # type: ignore[assignment]
     installed = guard.installed()
     if installed is not None:
-        installed.program_check = is_engine_interpreter
+        installed.program_check = is_startable
+
+
+def _pin(paths: Sequence[str]) -> None:
+    from citadel.engine import log
+
+    try:
+        hardening.pin_programs([os.fsencode(os.path.realpath(p)) for p in paths])
+    except OSError as exc:
+        log.warning(f"the session allows {len(paths)} program(s), but this engine cannot let the exec filter run "
+                    f"them ({exc.strerror}); they stay refused")
+
+
+def is_startable(path: Any) -> bool:
+    """The guard's check of a program about to start: a child engine, or a program the session allows."""
+    return is_engine_interpreter(path) or allowed_address(path) is not None
+
+
+def allowed_address(path: Any) -> Optional[int]:
+    """The pinned exec address of ``path`` if its real path is a program the session allows, else None."""
+    if _parent is None:
+        return None
+    try:
+        given = os.fsdecode(os.fspath(path))
+    except TypeError:
+        return None
+    if not given.startswith("/"):
+        return None  # named by its path only: a bare name or a relative path depends on PATH and the cwd
+    return hardening.program_address(os.fsencode(os.path.realpath(given)))
 
 
 def is_engine_interpreter(path: Any) -> bool:
@@ -151,21 +191,46 @@ def fork_exec(args: Sequence[Any], executable_list: Sequence[Any], close_fds: bo
         paths = [os.fsdecode(p) for p in executable_list]
     except TypeError:
         raise refusal("_posixsubprocess.fork_exec") from None
-    if not any(is_engine_interpreter(p) for p in paths):
+    engine = any(is_engine_interpreter(p) for p in paths)
+    program = None if engine else next((p for p in paths if allowed_address(p) is not None), None)
+    if not engine and program is None:
         raise refusal(os.fsdecode(args[0]) if args else (paths[0] if paths else ""))
     if len(rest) == 7:  # 3.11+: pgid_to_set, gid, extra_groups, uid, child_umask, preexec_fn, allow_vfork
         pgid, gid, groups, uid, umask, preexec = rest[:6]
     else:  # 3.9, 3.10: gid, extra_groups, uid, child_umask, preexec_fn
         pgid, (gid, groups, uid, umask, preexec) = -1, rest[:5]
     if gid is not None or groups is not None or uid is not None:
-        raise GuardRefusal("a child engine cannot change its user or groups", "start it without user=, group= "
-                           "or extra_groups=")
+        raise GuardRefusal(f"a {'child engine' if engine else 'program started inside the engine'} cannot change "
+                           "its user or groups", "start it without user=, group= or extra_groups=")
+    setup = _ChildSetup(fds_to_keep, close_fds, cwd, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite,
+                        errpipe_read, errpipe_write, restore_signals, call_setsid, pgid, umask, preexec)
+    if program is not None:
+        return _start_program(program, [os.fsencode(a) for a in args], env, setup)
     program_env = None if env is None else dict(_env_item(item) for item in env)
     config = child_config([os.fsdecode(a) for a in args], os.fsdecode(cwd) if cwd is not None else None,
                           program_env)
-    return _start_child(config, _ChildSetup(fds_to_keep, close_fds, cwd, p2cread, p2cwrite, c2pread, c2pwrite,
-                                            errread, errwrite, errpipe_read, errpipe_write, restore_signals,
-                                            call_setsid, pgid, umask, preexec))
+    return _start_child(config, setup)
+
+
+def _start_program(path: str, argv: List[bytes], env: Optional[Sequence[Any]], setup: _ChildSetup) -> int:
+    """Fork and exec an allowed program from its pinned page (OUTSIDE the engine's protection); its pid."""
+    from citadel.engine import log
+
+    address = allowed_address(path)
+    if address is None:
+        raise refusal(path)
+    real = os.path.realpath(path)
+    if real not in _warned:
+        _warned.add(real)
+        log.warning(f"running {real} OUTSIDE the engine's protection (the session allows it): it sees no sealed "
+                    "files and no volumes, and its output is not protected")
+    execve = _execve_function(address)  # resolved before fork: the child only calls it
+    envp = ([os.fsencode(item) for item in env] if env is not None
+            else [os.fsencode(f"{k}={v}") for k, v in os.environ.items()])
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        _exec_child(setup, -1, execve, argv, envp)
+    return pid
 
 
 def _env_item(item: Any) -> Tuple[str, str]:
@@ -261,7 +326,7 @@ def _exec_child(setup: _ChildSetup, channel: int, execve: Any, argv: List[bytes]
             stage = "preexec"
             setup.preexec()
             stage = "noexec"
-        keep = {0, 1, 2, channel, setup.errpipe_write, *setup.fds_to_keep}
+        keep = {0, 1, 2, setup.errpipe_write, *setup.fds_to_keep} | ({channel} if channel >= 0 else set())
         for fd in keep - {0, 1, 2, setup.errpipe_write}:
             os.set_inheritable(fd, True)
         if setup.close_fds:
@@ -289,10 +354,12 @@ def _close_fds_except(keep: List[int]) -> None:
     os.closerange(low, max(low, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536))
 
 
-def _execve_function() -> Any:
-    """execve(EXEC_PATH_ADDRESS, argv, envp) through libc, the only exec the seccomp filter allows."""
+def _execve_function(address: Optional[int] = None) -> Any:
+    """execve(ADDRESS, argv, envp) through libc, the only exec the seccomp filter allows: the engine
+    interpreter at EXEC_PATH_ADDRESS, or an allowed program at its pinned ``address``."""
     import ctypes
 
+    path_address = hardening.EXEC_PATH_ADDRESS if address is None else address
     if hardening.exec_path() is None:
         raise GuardRefusal("this engine cannot start child engines: its interpreter's path could not be mapped "
                            "where the exec filter allows it", "run the program without subprocesses, or use "
@@ -304,8 +371,8 @@ def _execve_function() -> Any:
     def execve(argv: List[bytes], envp: List[bytes]) -> None:
         c_argv = (ctypes.c_char_p * (len(argv) + 1))(*argv, None)
         c_envp = (ctypes.c_char_p * (len(envp) + 1))(*envp, None)
-        function(hardening.EXEC_PATH_ADDRESS, ctypes.addressof(c_argv), ctypes.addressof(c_envp))
-        raise OSError(ctypes.get_errno(), "cannot start the child engine")
+        function(path_address, ctypes.addressof(c_argv), ctypes.addressof(c_envp))
+        raise OSError(ctypes.get_errno(), "cannot start the program")
 
     return execve
 

@@ -67,6 +67,7 @@ class Service:
     attestation: Attestation
     inject_files: List[Dict[str, str]]
     volumes: List[Dict[str, str]]
+    allowed_executables: Tuple[str, ...] = ()  # host programs the engine may start, unprotected
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class Policy:
                 attestation=Attestation.from_doc(att),
                 inject_files=list(raw["inject_files"]),
                 volumes=list(raw["volumes"]),
+                allowed_executables=tuple(raw.get("allowed_executables", ())),
             )
         return cls(
             doc=doc,

@@ -20,7 +20,7 @@ from citadel.cas.errors import PolicyInvalid
 from citadel.cas.policy import kinds, refs, yamlsrc
 from citadel.cas.policy import volumes as volume_rules
 from citadel.cas.policy.model import Policy, split_command
-from citadel.cas.policy.schema import SCHEMA
+from citadel.cas.policy.schema import EXECUTABLE_PATH, SCHEMA
 from citadel.cas.policy.yamlsrc import Path
 
 MAX_ISSUES = 20
@@ -108,6 +108,9 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
     alternatives = error.context or []
     if error.validator in ("anyOf", "oneOf") and alternatives and all(e.validator == "required" for e in alternatives):
         return "needs one of the fields " + ", ".join(repr(e.schema["required"][0]) for e in error.context)
+    if error.validator == "pattern" and error.schema.get("pattern") == EXECUTABLE_PATH:
+        return (f"{error.instance!r} is not an absolute path: allowed_executables names each program by its "
+                "absolute path (e.g. /usr/bin/convert), shorter than 4096 bytes")
     if error.validator == "oneOf" and error.context:
         best = max(error.context, key=lambda e: len(e.path))  # the branch that got furthest (first on ties)
         return best.message if error.schema.get("required") is None else error.message

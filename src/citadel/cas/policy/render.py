@@ -73,4 +73,5 @@ def render_release(
         "host_environment": list(service.host_environment),
         "host_arguments": service.host_arguments,
         "volumes": volumes,
+        "allowed_executables": list(service.allowed_executables),
     }

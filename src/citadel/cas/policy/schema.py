@@ -16,6 +16,8 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,255}$"
 HEX64 = r"^[0-9a-fA-F]{64}$"
 ABS_PATH = r"^/[^\x00]{0,4095}$"
+EXECUTABLE_PATH = r"^/[^\x00]{0,4094}$"  # the engine pins it, NUL-terminated, in one 4 KiB page
+MAX_ALLOWED_EXECUTABLES = 16  # the engine's exec pages (citadel.engine.hardening.MAX_ALLOWED_PROGRAMS)
 IDENTITY_OR_WORD = r"^(CREATOR|ANY|ed25519:[0-9a-f]{64})$"
 MEASUREMENT = r"^[0-9a-fA-F]{1,256}$"
 MEASUREMENT_NAME = r"^[a-z0-9_-]{1,64}$"
@@ -120,6 +122,14 @@ _service = {
         },
         "host_arguments": {"type": "boolean", "description": "Append the host's arguments to the command."},
         "pwd": {"type": ["string", "null"], "pattern": ABS_PATH},
+        "allowed_executables": {
+            "type": "array",
+            "uniqueItems": True,
+            "maxItems": MAX_ALLOWED_EXECUTABLES,
+            "items": {"type": "string", "pattern": EXECUTABLE_PATH},
+            "description": "Absolute paths of host programs the engine may start (subprocess); they run "
+            "OUTSIDE the engine's protection: no sealed files, no volumes, unprotected output.",
+        },
         "image": {
             "type": "object",
             "additionalProperties": False,
