@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 
+from citadel.engine.fdio import read_bounded
 from citadel.errors import UsageError
 
 MYPY = False
@@ -81,22 +82,15 @@ def read_request(env: Mapping[str, str]) -> LaunchRequest:
     if not text.isdigit() or int(text) < 3:
         raise UsageError(f"CITADEL_LAUNCH_FD={text!r} is not a usable file descriptor", _REMEDY)
     fd = int(text)
-    chunks = []
-    total = 0
     try:
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > MAX_REQUEST_BYTES:
-                raise UsageError("the launch request is larger than 1 MiB", _REMEDY)
-            chunks.append(chunk)
+        data = read_bounded(fd, MAX_REQUEST_BYTES)
     except OSError as exc:
         raise UsageError(f"cannot read the launch request from descriptor {fd}: {exc.strerror}", _REMEDY) from None
     finally:
         _close_quietly(fd)
-    return parse_request(b"".join(chunks))
+    if data is None:
+        raise UsageError("the launch request is larger than 1 MiB", _REMEDY)
+    return parse_request(data)
 
 
 def _close_quietly(fd: int) -> None:

@@ -12,6 +12,7 @@ import errno
 import os
 
 from citadel.attest.collect.errors import CollectionError
+from citadel.engine.fdio import read_bounded
 
 MAX_BLOB = 1 << 20  # outblob/auxblob/quote: a few KiB in practice; refuse anything absurd
 
@@ -31,22 +32,15 @@ def read_blob(path: str, remedy: str, limit: int = MAX_BLOB) -> bytes:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise _error("open", path, exc, remedy) from None
-    chunks = []
-    total = 0
     try:
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > limit:
-                raise CollectionError(f"{path} holds more than {limit} bytes", remedy)
-            chunks.append(chunk)
+        data = read_bounded(fd, limit)
     except OSError as exc:
         raise _error("read", path, exc, remedy) from None
     finally:
         os.close(fd)
-    return b"".join(chunks)
+    if data is None:
+        raise CollectionError(f"{path} holds more than {limit} bytes", remedy)
+    return data
 
 
 def read_text(path: str, remedy: str) -> str:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from citadel.attest.collect.errors import TpmProtocolError
 from citadel.attest.collect.tpm_rc import command_error
+from citadel.attest.tpm.layouts import ALG_ECDSA, ALG_RSAPSS, ALG_RSASSA, ALG_SHA256
 
 # -- constants (Part 2) ---------------------------------------------------------------------------
 TPM_ST_NO_SESSIONS = 0x8001
@@ -54,12 +55,9 @@ COMMAND_NAMES: Dict[int, str] = {
     CC_PCR_EXTEND: "TPM2_PCR_Extend",
 }
 
+# algorithm ids the verifier also reads come from its layouts (one definition of TPM_ALG_ID values)
 ALG_RSA = 0x0001
-ALG_SHA256 = 0x000B
 ALG_NULL = 0x0010
-ALG_RSASSA = 0x0014
-ALG_RSAPSS = 0x0016
-ALG_ECDSA = 0x0018
 ALG_ECDAA = 0x001A
 ALG_SM2 = 0x001B
 ALG_ECSCHNORR = 0x001C
